@@ -1,0 +1,228 @@
+"""The embedded infrastructure: Kafka (tansu), Redis (redis/valkey) and Consul (or the
+development registry), each on a free loopback port, as one Python API.
+
+    with Infra(home) as infra:          # starts all parts, waits until each answers
+        infra.endpoints.env()           # KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, CONSUL_HTTP_ADDR
+
+``meshctl infra up|down|status`` is a thin command line over this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from infra.embedded import probes
+from infra.embedded.parts import (
+    CONSUL,
+    EXTERNAL,
+    KAFKA,
+    REDIS,
+    SPECS,
+    PartRecord,
+    Started,
+    start_part,
+)
+from infra.kafka.admin import ensure_topics
+from infra.process import StartError, pid_alive, terminate_group
+
+__all__ = ["Endpoints", "Infra", "StartError", "mesh_home"]
+
+STATE_FILE = "infra.json"
+
+
+def mesh_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where run-time state lives: ``$MESH_HOME`` or ``.mesh/`` in the current directory."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("MESH_HOME") or Path.cwd() / ".mesh").resolve()
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+    consul_addr: str
+
+    def env(self) -> dict[str, str]:
+        """The environment a service needs to reach every part."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "REDIS_URL": self.redis_url,
+            "CONSUL_HTTP_ADDR": self.consul_addr,
+        }
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while starting, so both clean up what was started."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Infra:
+    """Start, find, check and stop the three infrastructure parts under one state folder."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        detached: bool = False,
+        environ: Mapping[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.home = home
+        self.detached = detached
+        self.environ = dict(os.environ if environ is None else environ)
+        self.progress = progress or (lambda _msg: None)
+        self._started: list[Started] = []
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.home / STATE_FILE
+
+    def records(self) -> dict[str, PartRecord]:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {name: PartRecord.from_json(rec) for name, rec in data.get("parts", {}).items()}
+
+    def _save(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        parts = {s.record.name: s.record.to_json() for s in self._started}
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"parts": parts}, indent=2))
+        tmp.replace(self.state_path)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        recs = {s.record.name: s.record for s in self._started} or self.records()
+        missing = [spec.name for spec in SPECS if spec.name not in recs]
+        if missing:
+            raise StartError(f"infrastructure is not running (missing: {', '.join(missing)})")
+        return Endpoints(
+            recs[KAFKA.name].address, recs[REDIS.name].address, recs[CONSUL.name].address
+        )
+
+    def running(self) -> bool:
+        """True when a state file names parts and every embedded one is still alive."""
+        recs = self.records()
+        return bool(recs) and all(r.pid is None or _owns(r) for r in recs.values())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def up(self) -> Endpoints:
+        """Start every part and create the topics; on any failure stop what was started."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            with _sigterm_as_interrupt():
+                for spec in SPECS:
+                    started = start_part(
+                        spec,
+                        self.home,
+                        self.environ,
+                        detached=self.detached,
+                        progress=self.progress,
+                    )
+                    self._started.append(started)
+                    self._save()
+                    if spec is KAFKA:
+                        created = asyncio.run(ensure_topics(started.record.address))
+                        if created:
+                            self.progress(f"kafka: created {len(created)} topics")
+        except BaseException:
+            self.down()
+            raise
+        return self.endpoints
+
+    def down(self, timeout: float = 10.0) -> list[str]:
+        """Stop every embedded part (newest first) and forget the state; return what stopped."""
+        stopped: list[str] = []
+        for started in reversed(self._started):
+            if started.process is not None:
+                started.process.stop(timeout)
+                stopped.append(started.record.name)
+        for name, rec in reversed(list(self.records().items())):
+            if name in stopped or rec.pid is None:
+                continue
+            if _owns(rec):
+                terminate_group(rec.pid, timeout)
+                stopped.append(name)
+        self._started.clear()
+        self.state_path.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each part with its source, address, pid and whether it answers right now."""
+        out = []
+        for spec in SPECS:
+            rec = self.records().get(spec.name)
+            if rec is None:
+                out.append({"name": spec.name, "state": "stopped", "healthy": False})
+                continue
+            alive = rec.pid is None or _owns(rec)
+            healthy = alive and spec.probe(rec.address)
+            state = "running" if healthy else ("unhealthy" if alive else "dead")
+            if rec.source == EXTERNAL:
+                state = "reachable" if healthy else "unreachable"
+            out.append(
+                {
+                    "name": spec.name,
+                    "source": rec.source,
+                    "address": rec.address,
+                    "pid": rec.pid,
+                    "log": rec.log,
+                    "state": state,
+                    "healthy": healthy,
+                }
+            )
+        return out
+
+    def __enter__(self) -> Infra:
+        self.up()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+
+def _owns(rec: PartRecord) -> bool:
+    """The recorded pid is alive AND still runs the binary we started (pids get reused).
+
+    The executable is compared, not the command line: redis/valkey rewrite their own title.
+    """
+    if rec.pid is None or not rec.argv or not pid_alive(rec.pid):
+        return False
+    try:
+        exe = os.readlink(f"/proc/{rec.pid}/exe")
+    except OSError:
+        return False
+    return exe.removesuffix(" (deleted)") == os.path.realpath(rec.argv[0])
+
+
+# Re-exported for callers that only need a probe (``meshctl status`` of external parts).
+consul_url = probes.consul_url
