@@ -142,7 +142,9 @@ def redis_binary(environ: Mapping[str, str]) -> tuple[str, str]:
     )
 
 
-def _argv(spec: PartSpec, home: Path, port: int, environ: Mapping[str, str]) -> tuple[list[str], str]:
+def _argv(
+    spec: PartSpec, home: Path, port: int, environ: Mapping[str, str]
+) -> tuple[list[str], str]:
     if spec is KAFKA:
         binary, source = tansu_binary(environ)
         url = f"tcp://{LOOPBACK}:{port}"
