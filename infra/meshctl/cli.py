@@ -30,7 +30,8 @@ class CommandError(Exception):
 
 
 def progress(message: str) -> None:
-    print(f"  {message}", flush=True)
+    # Progress goes to stderr so that stdout stays machine-readable with --json.
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def docker_engine_answers() -> bool:
@@ -94,16 +95,14 @@ def infra_up(as_json: bool) -> int:
         if not as_json:
             print(f"infrastructure already running (state in {infra.home})")
     else:
-        if not as_json:
-            print(f"starting infrastructure (state in {infra.home})")
+        print(f"starting infrastructure (state in {infra.home})", file=sys.stderr)
         started = time.monotonic()
         try:
             infra.up()
         except KeyboardInterrupt:
             print("interrupted: stopped every part that had started", file=sys.stderr)
             return 130
-        if not as_json:
-            print(f"infrastructure ready in {time.monotonic() - started:.1f}s")
+        print(f"infrastructure ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return infra_status(as_json)
 
 

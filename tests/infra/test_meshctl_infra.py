@@ -21,7 +21,7 @@ INFRA_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CONSUL_HTTP_ADDR", "RUNTI
 
 def meshctl_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
-    env.update(MESH_HOME=str(home), MESH_EXTERNAL_TIMEOUT="1", **extra)
+    env.update({"MESH_HOME": str(home), "MESH_EXTERNAL_TIMEOUT": "1", **extra})
     return env
 
 
@@ -34,6 +34,14 @@ def meshctl(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess
         timeout=60,
         check=False,
     )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line that says what went wrong: the only ``meshctl:`` line, and the last."""
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("meshctl: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    return errors[0]
 
 
 def recorded_pids(home: Path) -> list[int]:
@@ -155,8 +163,7 @@ def test_killed_owner_takes_its_children_along(tmp_path: Path) -> None:
 def test_bad_input_is_one_clear_line(home: Path, extra: dict[str, str], expected: str) -> None:
     result = meshctl(home, "up", **extra)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("meshctl: ") and expected in lines[0]
+    assert expected in error_line(result)
     assert not (home / "infra.json").exists()
 
 
@@ -167,7 +174,7 @@ def test_port_in_use_is_refused(home: Path) -> None:
         port = taken.getsockname()[1]
         result = meshctl(home, "infra", "up", MESH_REDIS_PORT=str(port))
     assert result.returncode == 1
-    assert result.stderr.strip() == (
+    assert error_line(result) == (
         f"meshctl: redis: port {port} on 127.0.0.1 is already in use (MESH_REDIS_PORT); "
         "free it or pick another port"
     )
@@ -178,7 +185,7 @@ def test_unreachable_kafka_is_one_clear_line(home: Path) -> None:
     closed = free_port()
     result = meshctl(home, "infra", "up", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed}")
     assert result.returncode == 1
-    assert result.stderr.strip() == (
+    assert error_line(result) == (
         f"meshctl: kafka: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{closed} does not answer "
         "(ApiVersions failed for 1s)"
     )
