@@ -45,3 +45,28 @@ clean: ## Stop everything and remove .venv, .mesh and caches
 	-@test -x $(MESHCTL) && $(MESHCTL) down >/dev/null 2>&1 || true
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# -- Kubernetes (kubectl + kustomize; see k8s/README.md) -------------------------------------
+K8S_OVERLAY ?= dev
+KUBECTL ?= kubectl
+.PHONY: k8s-secrets k8s-up k8s-down k8s-status k8s-validate
+
+k8s-secrets: ## Write k8s/overlays/$(K8S_OVERLAY)/secrets.env with random values if missing
+	bash k8s/scripts/gen-secrets.sh $(K8S_OVERLAY)
+
+k8s-up: k8s-secrets ## Deploy to the current kubectl context (K8S_OVERLAY=dev|prod), wait until ready
+	$(KUBECTL) apply -k k8s/overlays/$(K8S_OVERLAY)
+	@for s in kafka consul redis; do $(KUBECTL) -n mesh rollout status statefulset/$$s --timeout=600s || exit 1; done
+	$(KUBECTL) -n mesh wait --for=condition=Complete job/kafka-topics --timeout=600s
+	$(KUBECTL) -n mesh wait --for=condition=Available deployment --all --timeout=600s
+	@echo "gateway: kubectl -n mesh port-forward svc/gateway 8080:8080 (UIs: k8s/README.md)"
+
+k8s-down: ## Delete the mesh namespace from the current kubectl context (volumes included)
+	$(KUBECTL) delete namespace mesh --ignore-not-found
+
+k8s-status: ## Show workloads, autoscalers, budgets, Services and pods of the mesh namespace
+	$(KUBECTL) -n mesh get deployments,statefulsets,jobs,hpa,pdb,services,pods -o wide
+	-@$(KUBECTL) -n mesh get scaledobjects 2>/dev/null || true
+
+k8s-validate: install ## Build every overlay and component combination and check them offline
+	$(BIN)/python -m pytest tests/k8s -q

@@ -1,0 +1,7 @@
+"""``python -m gateway``: serve the gateway with the kit's graceful shutdown."""
+
+from gateway.app import build
+from gateway.settings import GatewaySettings
+from services.common.app import run
+
+run(build, GatewaySettings)
