@@ -85,17 +85,24 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
         st.one_of(
             st.just(b""),
             st.binary(max_size=200),
-            st.builds(lambda v: json.dumps(v).encode(), st.recursive(
-                st.none() | st.booleans() | st.integers() | TEXT,
-                lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-                max_leaves=8,
-            )),
+            st.builds(
+                lambda v: json.dumps(v).encode(),
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | TEXT,
+                    lambda inner: (
+                        st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3)
+                    ),
+                    max_leaves=8,
+                ),
+            ),
         )
     )
     return draw(st.sampled_from(METHODS)), path, headers, body
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(request=requests())
 def test_no_5xx_from_client_input(
     fuzz_target: Gateway, request: tuple[str, str, dict[str, str], bytes]

@@ -1,0 +1,306 @@
+"""``make bench-gateway``: the gateway against nginx as reverse proxies of one upstream, by wrk.
+
+In one run, against the same upstream and with the same connection count, wrk measures
+(a) the upstream directly, (b) nginx with one worker proxying to it, (c) the gateway (one
+process, production defaults: API key check, Redis rate limit, access log, tracing) and
+(d) the gateway lean (no rate limit, access log or tracing). Then, at half of the gateway's
+peak rate, it compares the p50 latency of the upstream alone and through the gateway.
+Figures are ratios of runs side by side, never absolute targets in a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import consul
+
+from infra.embedded import Infra
+from infra.process import ManagedProcess, free_port, wait_until
+
+UPSTREAM_NAME = "inventory"  # the route /api/stock leads there
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Result:
+    label: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(
+    label: str,
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    headers: dict[str, str],
+    script: Path | None = None,
+) -> Result:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for key, value in headers.items():
+        argv += ["-H", f"{key}: {value}"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    say(f"  wrk {label}: {connections} connections, {seconds}s ...")
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: .*timeout (\d+)"):
+        match = re.search(pattern, out)
+        if match:
+            errors += int(match.group(1))
+    result = Result(label, rps, p50, p99, errors)
+    say(f"    {rps:,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}")
+    return result
+
+
+def paced_script(directory: Path, delay_ms: float) -> Path:
+    """A wrk script that waits between a connection's requests: a roughly fixed rate."""
+    path = directory / "paced.lua"
+    path.write_text(f"function delay()\n  return {delay_ms:.3f}\nend\n")
+    return path
+
+
+def wait_http(url: str, what: str, process: ManagedProcess | None = None) -> None:
+    def ok() -> bool:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+
+    wait_until(ok, timeout=20, what=what, alive=process.alive if process else None)
+
+
+def nginx_conf(directory: Path, port: int, upstream_port: int) -> Path:
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {directory}/body;
+  proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fastcgi;
+  uwsgi_temp_path {directory}/uwsgi;
+  scgi_temp_path {directory}/scgi;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /api/stock {{
+      rewrite ^/api(/.*)$ $1 break;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--seconds", type=int, default=8)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(
+                f"bench-gateway: {tool} is not installed (apt-get install wrk nginx-light)",
+                file=sys.stderr,
+            )
+            return 1
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    home = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    processes: list[ManagedProcess] = []
+    say(f"bench-gateway: state in {home}")
+    with Infra(home, progress=lambda m: say(f"  {m}")) as infra:
+        env = {**os.environ, **infra.endpoints.env(), "LOG_LEVEL": "WARNING"}
+        try:
+            up_port = free_port()
+            upstream = ManagedProcess(
+                "upstream",
+                [sys.executable, "-m", "loadtests.bench_upstream", "--port", str(up_port)],
+                env=env,
+                log_path=home / "upstream.log",
+            )
+            upstream.start()
+            processes.append(upstream)
+            wait_http(f"http://127.0.0.1:{up_port}/healthz", "upstream", upstream)
+            registry = consul.Consul(
+                *infra.endpoints.consul_addr.removeprefix("http://").split(":")
+            )
+            registry.agent.service.register(
+                UPSTREAM_NAME,
+                service_id=f"bench-{up_port}",
+                address="127.0.0.1",
+                port=up_port,
+                meta={"version": "v1"},
+                check=consul.Check.http(
+                    f"http://127.0.0.1:{up_port}/healthz", interval="1s", timeout="1s"
+                ),
+            )
+
+            ng_port = free_port()
+            ng = ManagedProcess(
+                "nginx",
+                [nginx, "-c", str(nginx_conf(home, ng_port, up_port)), "-p", str(home)],
+                log_path=home / "nginx.log",
+            )
+            ng.start()
+            processes.append(ng)
+            wait_http(f"http://127.0.0.1:{ng_port}/api/stock", "nginx", ng)
+
+            api_key = secrets.token_urlsafe(24)
+            gateways = {}
+            for label, extra in (
+                ("gateway", {}),
+                (
+                    "gateway lean",
+                    {
+                        "GATEWAY_RATE_LIMIT_RPS": "0",
+                        "GATEWAY_ACCESS_LOG": "false",
+                        "OTEL_SDK_DISABLED": "true",
+                    },
+                ),
+            ):
+                port = free_port()
+                gw = ManagedProcess(
+                    label,
+                    [sys.executable, "-m", "gateway"],
+                    env={
+                        **env,
+                        "GATEWAY_PORT": str(port),
+                        "GATEWAY_API_KEYS": api_key,
+                        "GATEWAY_ADMIN_TOKEN": secrets.token_urlsafe(24),
+                        "GATEWAY_RATE_LIMIT_RPS": "1000000",
+                        "GATEWAY_RATE_LIMIT_BURST": "1000000",
+                        "MESH_TRACES_DIR": str(home / "traces"),
+                        "LOG_LEVEL": "INFO",
+                        **extra,
+                    },
+                    log_path=home / f"{label.replace(' ', '-')}.log",
+                )
+                gw.start()
+                processes.append(gw)
+                wait_http(f"http://127.0.0.1:{port}/readyz", label, gw)
+                gateways[label] = port
+
+            key = {"X-API-Key": api_key}
+            c, s = args.connections, args.seconds
+            say("peak throughput (closed loop)")
+            direct = wrk(
+                "upstream",
+                f"http://127.0.0.1:{up_port}/stock",
+                connections=c,
+                seconds=s,
+                headers={},
+            )
+            via_nginx = wrk(
+                "nginx",
+                f"http://127.0.0.1:{ng_port}/api/stock",
+                connections=c,
+                seconds=s,
+                headers={},
+            )
+            results = [direct, via_nginx] + [
+                wrk(
+                    label,
+                    f"http://127.0.0.1:{port}/api/stock",
+                    connections=c,
+                    seconds=s,
+                    headers=key,
+                )
+                for label, port in gateways.items()
+            ]
+            gateway = results[2]
+
+            half = gateway.rps / 2
+            paced_connections = 10
+            delay = paced_connections * 1000 / half
+            script = paced_script(home, delay)
+            say(f"latency at half the gateway's peak (~{half:,.0f} req/s)")
+            paced_direct = wrk(
+                "upstream paced",
+                f"http://127.0.0.1:{up_port}/stock",
+                connections=paced_connections,
+                seconds=s,
+                headers={},
+                script=script,
+            )
+            paced_gw = wrk(
+                "gateway paced",
+                f"http://127.0.0.1:{gateways['gateway']}/api/stock",
+                connections=paced_connections,
+                seconds=s,
+                headers=key,
+                script=script,
+            )
+        finally:
+            for process in reversed(processes):
+                process.stop()
+
+    say("")
+    say(f"{'':14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for r in results:
+        say(f"{r.label:14} {r.rps:>10,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}")
+    ratio = gateway.rps / via_nginx.rps
+    lean_ratio = results[3].rps / via_nginx.rps
+    added = paced_gw.p50_ms - paced_direct.p50_ms
+    say("")
+    say(f"gateway / nginx throughput: {ratio:.2f} (target >= 0.5); lean: {lean_ratio:.2f}")
+    say(
+        f"added p50 at ~{half:,.0f} req/s: {added:.2f} ms (target <= 1 ms; "
+        f"upstream {paced_direct.p50_ms:.2f} ms, gateway {paced_gw.p50_ms:.2f} ms)"
+    )
+    summary = {
+        "results": [r.__dict__ for r in results],
+        "ratio_gateway_nginx": ratio,
+        "ratio_lean_nginx": lean_ratio,
+        "added_p50_ms_at_half_peak": added,
+        "half_peak_rps": half,
+    }
+    out = Path("reports") / "bench-gateway.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    say(f"figures written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(10)
+    sys.exit(main())
