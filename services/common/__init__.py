@@ -1,0 +1,1 @@
+"""The service kit shared by every service and the gateway (see README.md)."""
