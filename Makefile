@@ -70,3 +70,20 @@ k8s-status: ## Show workloads, autoscalers, budgets, Services and pods of the me
 
 k8s-validate: install ## Build every overlay and component combination and check them offline
 	$(BIN)/python -m pytest tests/k8s -q
+
+# -- benchmarks (print figures; never timed unit tests) ---------------------------------------
+.PHONY: bench bench-tools bench-gateway bench-saga
+
+bench: bench-saga bench-gateway ## Run every benchmark and print its figures
+
+bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are missing
+	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
+	  { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq wrk nginx-light; } || \
+	  { echo "bench-tools: install wrk and nginx (apt-get install wrk nginx-light)"; exit 1; }
+
+bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx vs the gateway
+	$(BIN)/python -m loadtests.bench_gateway
+
+bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
+	$(BIN)/python -m loadtests.bench_saga
