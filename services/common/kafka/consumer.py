@@ -1,0 +1,472 @@
+"""The consumer runner: at-least-once delivery made effectively-once by the handlers' store.
+
+Rules (README "Consumer rules"):
+
+* one consumer group per service (``group_id = SERVICE_NAME``), offsets committed by hand and
+  only after every message of the batch up to that offset has its effects stored;
+* a handler's effects, the events it emits (through the outbox) and the "processed" marker of
+  the event id go to Redis in ONE transaction; a redelivered event finds the marker and is
+  skipped, so handling the same event twice changes nothing;
+* a failing handler is retried with exponential backoff; after ``CONSUMER_MAX_ATTEMPTS`` the
+  message goes to ``<topic>.dlq`` with the error and the consumer moves on;
+* within a batch, messages with different keys (orders) are handled concurrently, messages
+  with the same key one after another in offset order;
+* on stop (SIGTERM) the batch in progress is finished, its offsets committed, and the
+  consumer leaves the group so its partitions move at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.trace import Span
+from pydantic import ValidationError
+from redis.asyncio.client import Pipeline
+
+from services.common.backoff import Backoff, sleep_unless
+from services.common.faults import FaultInjector, InjectedFault
+from services.common.kafka.envelope import Envelope
+from services.common.kafka.outbox import Outbox
+from services.common.kafka.producer import BrokerUnavailable, EventProducer
+from services.common.metrics import Metrics
+from services.common.redis import REDIS_UNAVAILABLE
+from services.common.settings import ServiceSettings
+from services.common.tracing import mark_error, process_span
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the message goes to the DLQ at once."""
+
+
+@dataclass
+class HandlerContext:
+    """What a handler gets besides the event.
+
+    ``tx`` is a Redis transaction pipeline (``MULTI``/``EXEC``): queue the handler's writes
+    on it (and emit events with :meth:`emit`); the runner adds the processed marker and
+    executes it. Reads go through ``redis``. Read-then-write logic that must be atomic belongs
+    in a Lua script queued on ``tx`` (``tx.evalsha(...)``); such a script can emit events
+    itself with ``outbox.fields(...)`` passed as arguments.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    attempt: int
+    group: str
+    redis: aioredis.Redis
+    tx: Pipeline
+    outbox: Outbox
+
+    def emit(self, topic: str, event: Envelope) -> None:
+        self.outbox.stage(self.tx, topic, event)
+
+
+Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
+
+
+def processed_key(group: str, event_id: str) -> str:
+    return f"mesh:processed:{group}:{event_id}"
+
+
+class _Revocation(ConsumerRebalanceListener):
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # The batch in progress commits when it ends; waiting for it means the next owner of
+        # these partitions starts right after the last message whose effects we stored.
+        async with self._runner.batch_lock:
+            self._runner.forget_lag(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
+
+
+@dataclass
+class _BatchState:
+    # Offsets whose outcome is stored, per partition: what may be committed.
+    done: dict[TopicPartition, set[int]] = field(default_factory=dict)
+    # Event ids processed before (markers found) or earlier in this batch.
+    processed: set[str] = field(default_factory=set)
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        handlers: Mapping[str, Handler],
+        *,
+        redis: aioredis.Redis,
+        producer: EventProducer,
+        outbox: Outbox,
+        metrics: Metrics,
+        faults: FaultInjector | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        if not handlers:
+            raise ValueError("a consumer runner needs at least one topic handler")
+        self._settings = settings
+        self._handlers = dict(handlers)
+        self._redis = redis
+        self._producer = producer
+        self._outbox = outbox
+        self._metrics = metrics
+        self._faults = faults
+        self.group_id = group_id or settings.SERVICE_NAME
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._semaphore = asyncio.Semaphore(settings.CONSUMER_CONCURRENCY)
+        self.batch_lock = asyncio.Lock()
+        self._next_lag = 0.0
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in progress, commit, leave the group."""
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # --- the poll loop ------------------------------------------------------------------
+
+    async def _connect(self) -> AIOKafkaConsumer | None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        s = self._settings
+        while not self._stop.is_set():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.KAFKA_BOOTSTRAP_SERVERS,
+                group_id=self.group_id,
+                client_id=s.instance_id,
+                enable_auto_commit=False,
+                auto_offset_reset=s.KAFKA_AUTO_OFFSET_RESET,
+                session_timeout_ms=s.KAFKA_SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=s.KAFKA_HEARTBEAT_INTERVAL_MS,
+                max_poll_records=s.CONSUMER_BATCH_SIZE,
+                fetch_max_wait_ms=s.KAFKA_FETCH_MAX_WAIT_MS,
+                request_timeout_ms=max(s.KAFKA_REQUEST_TIMEOUT_MS, s.KAFKA_SESSION_TIMEOUT_MS + 1),
+            )
+            consumer.subscribe(self.topics, listener=_Revocation(self))
+            try:
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                await consumer.stop()
+                delay = backoff.next()
+                log.warning("kafka consumer cannot start: %s; retrying in %.2fs", exc, delay)
+                await sleep_unless(self._stop, delay)
+                continue
+            log.info("consumer started", extra={"group": self.group_id, "topics": self.topics})
+            return consumer
+        return None
+
+    async def _run(self) -> None:
+        consumer = await self._connect()
+        if consumer is None:
+            return
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(
+                        timeout_ms=1000, max_records=self._settings.CONSUMER_BATCH_SIZE
+                    )
+                )
+                await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    # Records fetched but not handled are simply fetched again by whoever
+                    # owns the partition next: nothing was committed for them.
+                    fetch.cancel()
+                    await asyncio.gather(fetch, return_exceptions=True)
+                    break
+                try:
+                    batch: dict[TopicPartition, list[Record]] = fetch.result()
+                except KafkaError as exc:
+                    log.warning("kafka fetch failed: %s", exc)
+                    continue
+                if batch:
+                    async with self.batch_lock:
+                        await self._process_batch(consumer, batch)
+                await self._update_lag(consumer)
+        finally:
+            stopped.cancel()
+            _leave_even_from_generation_zero(consumer)
+            # Leaves the group: the partitions are reassigned without waiting for a timeout.
+            await consumer.stop()
+            log.info("consumer stopped", extra={"group": self.group_id})
+
+    async def _process_batch(
+        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[Record]]
+    ) -> None:
+        state = _BatchState(done={tp: set() for tp in batch})
+        events: dict[tuple[TopicPartition, int], Envelope | ValidationError] = {}
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    events[tp, record.offset] = Envelope.from_json(record.value or b"")
+                except ValidationError as exc:
+                    events[tp, record.offset] = exc
+        if not await self._load_processed(events.values(), state):
+            return  # stopping while Redis is away: nothing handled, nothing committed
+
+        chains: list[Awaitable[None]] = []
+        for tp, records in batch.items():
+            by_key: dict[bytes | None, list[Record]] = {}
+            for record in records:
+                by_key.setdefault(record.key, []).append(record)
+            chains.extend(self._run_chain(tp, chain, events, state) for chain in by_key.values())
+        await asyncio.gather(*chains)
+
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset not in state.done[tp]:
+                    # Only when stopping: fetch it again if we were to go on.
+                    consumer.seek(tp, record.offset)
+                    break
+                offsets[tp] = record.offset + 1
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # The partitions moved to another member, which will redeliver these
+                # messages; the processed markers make that harmless.
+                log.warning("commit failed after a rebalance: %s", exc)
+
+    async def _load_processed(
+        self, events: Iterable[Envelope | ValidationError], state: _BatchState
+    ) -> bool:
+        """Find the events of the batch already processed, in one round trip."""
+        ids = list({str(e.id) for e in events if isinstance(e, Envelope)})
+        if not ids:
+            return True
+        backoff = Backoff(base=0.2, cap=5.0)
+        while True:
+            try:
+                found = await self._redis.mget([processed_key(self.group_id, i) for i in ids])
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("redis unavailable before handling a batch: %s", exc)
+                if await sleep_unless(self._stop, backoff.next()):
+                    return False
+                continue
+            state.processed.update(i for i, marker in zip(ids, found, strict=True) if marker)
+            return True
+
+    async def _run_chain(
+        self,
+        tp: TopicPartition,
+        chain: list[Record],
+        events: Mapping[tuple[TopicPartition, int], Envelope | ValidationError],
+        state: _BatchState,
+    ) -> None:
+        for record in chain:
+            async with self._semaphore:
+                finished = await self._process_record(record, events[tp, record.offset], state)
+            if not finished:
+                return  # later messages of this key must not overtake this one
+            state.done[tp].add(record.offset)
+
+    # --- one message ----------------------------------------------------------------------
+
+    async def _process_record(
+        self, record: Record, event: Envelope | ValidationError, state: _BatchState
+    ) -> bool:
+        """Handle, skip as duplicate, or dead-letter one message; False if interrupted."""
+        if isinstance(event, ValidationError):
+            error = PermanentError(f"invalid envelope: {event}")
+            return await self._dead_letter(record, None, error, 1)
+        started = time.perf_counter()
+        with process_span(
+            record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            message_id=str(event.id),
+            key=event.order_id,
+            group=self.group_id,
+            headers=record.headers,
+        ) as span:
+            if str(event.id) in state.processed:
+                self._count(record.topic, "duplicate")
+                span.set_attribute("mesh.outcome", "duplicate")
+                return True
+            finished = await self._handle_with_retries(record, event, span)
+        if finished:
+            state.processed.add(str(event.id))
+        self._metrics.kafka_handle_latency.labels(**self._metrics.base, topic=record.topic).observe(
+            time.perf_counter() - started
+        )
+        return finished
+
+    def _count(self, topic: str, outcome: str) -> None:
+        self._metrics.kafka_consumed.labels(
+            **self._metrics.base, topic=topic, outcome=outcome
+        ).inc()
+
+    async def _handle_with_retries(self, record: Record, event: Envelope, span: Span) -> bool:
+        settings = self._settings
+        backoff = Backoff(
+            base=settings.CONSUMER_RETRY_BACKOFF, cap=settings.CONSUMER_RETRY_BACKOFF_MAX
+        )
+        attempt = 0
+        errors = self._metrics.kafka_handler_errors.labels(**self._metrics.base, topic=record.topic)
+        while True:
+            try:
+                if self._faults is not None:
+                    await self._faults.inject()
+                await self._handle_once(record, event, attempt + 1)
+            except InjectedFault:
+                # Drills inject faults to watch recovery: retried without limit, never a DLQ.
+                errors.inc()
+            except REDIS_UNAVAILABLE as exc:
+                # The store is down, not the message: wait for it without using up attempts.
+                log.warning("redis unavailable while handling %s: %s", record.topic, exc)
+            except PermanentError as exc:
+                errors.inc()
+                mark_error(span, exc)
+                return await self._dead_letter(record, event, exc, attempt + 1)
+            except Exception as exc:
+                attempt += 1
+                errors.inc()
+                log.warning(
+                    "handler failed",
+                    exc_info=True,
+                    extra={"topic": record.topic, "event_id": str(event.id), "attempt": attempt},
+                )
+                if attempt >= settings.CONSUMER_MAX_ATTEMPTS:
+                    mark_error(span, exc)
+                    return await self._dead_letter(record, event, exc, attempt)
+            else:
+                span.set_attribute("mesh.outcome", "handled")
+                self._count(record.topic, "handled")
+                return True
+            if await sleep_unless(self._stop, backoff.next()):
+                return False
+
+    async def _handle_once(self, record: Record, event: Envelope, attempt: int) -> None:
+        """Run the handler and store its effects with the processed marker, atomically."""
+        marker = processed_key(self.group_id, str(event.id))
+        async with self._redis.pipeline(transaction=True) as tx:
+            context = HandlerContext(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                attempt=attempt,
+                group=self.group_id,
+                redis=self._redis,
+                tx=tx,
+                outbox=self._outbox,
+            )
+            await self._handlers[record.topic](event, context)
+            tx.set(marker, "1", nx=True, ex=int(self._settings.IDEMPOTENCY_TTL))
+            results = await tx.execute()
+        if results[-1] is None:
+            # Only if another member handled the same message at the same moment (it was
+            # evicted from the group while still working): its effects were applied twice.
+            log.warning(
+                "event handled concurrently by two members",
+                extra={"topic": record.topic, "event_id": str(event.id)},
+            )
+
+    async def _dead_letter(
+        self, record: Record, event: Envelope | None, error: BaseException, attempts: int
+    ) -> bool:
+        payload = {
+            "original": event.model_dump(mode="json") if event else _raw(record.value),
+            "error": {"type": type(error).__name__, "message": str(error)},
+            "attempts": attempts,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "group": self.group_id,
+            "failed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        value = json.dumps(payload).encode()
+        key = record.key.decode(errors="replace") if record.key else None
+        message_id = (
+            str(event.id) if event else f"{record.topic}.{record.partition}.{record.offset}"
+        )
+        backoff = Backoff(base=0.2, cap=5.0)
+        while True:
+            try:
+                future = await self._producer.enqueue(
+                    f"{record.topic}.dlq", value, key=key, message_id=message_id
+                )
+                await future
+            except (BrokerUnavailable, KafkaError) as exc:
+                log.warning("cannot publish to %s.dlq: %s", record.topic, exc)
+                if await sleep_unless(self._stop, backoff.next()):
+                    return False
+                continue
+            break
+        log.error(
+            "message dead-lettered",
+            extra={"topic": record.topic, "offset": record.offset, "error": str(error)},
+        )
+        self._metrics.kafka_dlq.labels(**self._metrics.base, topic=record.topic).inc()
+        self._count(record.topic, "dead_lettered")
+        return True
+
+    # --- lag ------------------------------------------------------------------------------
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now < self._next_lag:
+            return
+        self._next_lag = now + 1.0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 0.5)
+            except (TimeoutError, KafkaError):
+                continue
+            self._metrics.kafka_lag.labels(
+                **self._metrics.base, topic=tp.topic, partition=str(tp.partition)
+            ).set(max(highwater - position, 0))
+
+    def forget_lag(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            try:
+                self._metrics.kafka_lag.remove(
+                    self._metrics.service, self._metrics.version, tp.topic, str(tp.partition)
+                )
+            except KeyError:
+                pass
+
+
+def _leave_even_from_generation_zero(consumer: AIOKafkaConsumer) -> None:
+    """tansu numbers a group's first generation 0, and aiokafka sends LeaveGroup only for
+    generations above 0: the partitions would then wait for the session timeout before
+    moving. LeaveGroup carries no generation, so presenting 1 is enough to send it."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and getattr(coordinator, "generation", None) == 0:
+        coordinator.generation = 1
+
+
+def _raw(value: bytes | None) -> Any:
+    text = (value or b"").decode(errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

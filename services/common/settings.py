@@ -1,0 +1,175 @@
+"""Configuration from environment variables, validated once at start-up.
+
+Every service subclasses :class:`ServiceSettings` (overriding defaults such as ``SERVICE_NAME``
+and ``PORT`` and adding its own variables); :func:`load_settings` turns a bad value into one
+line on stderr naming the variable and exit code 2, so a typo never starts a half-configured
+process.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept seconds as a number or a Go-style duration ("500ms", "2s", "1m")."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError("expected seconds or a duration such as 500ms, 2s, 1m")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+# Seconds, written in the environment as "2", "2s", "500ms" or "1m".
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
+
+
+def go_duration(seconds: float) -> str:
+    """Consul wants Go durations; milliseconds keep sub-second settings exact."""
+    return f"{round(seconds * 1000)}ms"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service and the gateway share. Subclass to add or re-default fields."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", validate_default=True)
+
+    SERVICE_NAME: Annotated[str, Field(min_length=1, pattern=r"^[a-z][a-z0-9-]*$")]
+    SERVICE_VERSION: Annotated[str, Field(pattern=r"^v\d+$")] = "v1"
+    HOST: str = "127.0.0.1"
+    PORT: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # The address other parts use to reach this instance (Consul Address and check URL);
+    # needed when HOST is a wildcard such as 0.0.0.0 inside a container.
+    ADVERTISE_ADDRESS: str | None = None
+    SERVICE_TAGS: str = ""
+
+    KAFKA_BOOTSTRAP_SERVERS: str = "127.0.0.1:9092"
+    KAFKA_ACKS: Literal["all", "1"] = "all"
+    # tansu cannot do the idempotent producer (InitProducerId fails); real Kafka can.
+    KAFKA_ENABLE_IDEMPOTENCE: bool = False
+    KAFKA_LINGER_MS: Annotated[int, Field(ge=0, le=1000)] = 2
+    KAFKA_REQUEST_TIMEOUT_MS: Annotated[int, Field(ge=100)] = 5000
+    KAFKA_SESSION_TIMEOUT_MS: Annotated[int, Field(ge=1000)] = 10000
+    KAFKA_HEARTBEAT_INTERVAL_MS: Annotated[int, Field(ge=100)] = 1000
+    KAFKA_AUTO_OFFSET_RESET: Literal["earliest", "latest"] = "earliest"
+    # How long a fetch may wait for data. tansu tends to hold a fetch this long even when
+    # messages arrive meanwhile, so it adds to every hop of the saga (aiokafka's 500 ms
+    # default gave ~130 ms per hop); lower values cost idle CPU in broker and consumers.
+    KAFKA_FETCH_MAX_WAIT_MS: Annotated[int, Field(ge=1, le=10_000)] = 50
+
+    REDIS_URL: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    REDIS_MAX_CONNECTIONS: Annotated[int, Field(ge=4)] = 128
+
+    # Empty disables Consul (registration and KV watches), for runs without a registry.
+    CONSUL_HTTP_ADDR: str = "http://127.0.0.1:8500"
+    CHECK_INTERVAL: Duration = 2.0
+    CHECK_TIMEOUT: Duration = 1.0
+    DEREGISTER_CRITICAL_AFTER: Duration = 60.0
+    REGISTRATION_REFRESH: Duration = 10.0
+
+    ADMIN_TOKEN: SecretStr | None = None
+    MAX_BODY_BYTES: Annotated[int, Field(ge=1024)] = 1_048_576
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ACCESS_LOG: bool = False
+
+    OTEL_SDK_DISABLED: bool = False
+    OTEL_EXPORTER_OTLP_ENDPOINT: str | None = None
+    OTEL_TRACES_SAMPLER_ARG: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    MESH_TRACES_DIR: Path = Path(".mesh/traces")
+
+    SHUTDOWN_GRACE_SECONDS: Duration = 10.0
+
+    CONSUMER_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=100)] = 5
+    CONSUMER_RETRY_BACKOFF: Duration = 0.1
+    CONSUMER_RETRY_BACKOFF_MAX: Duration = 5.0
+    CONSUMER_BATCH_SIZE: Annotated[int, Field(ge=1, le=10000)] = 200
+    CONSUMER_CONCURRENCY: Annotated[int, Field(ge=1, le=1000)] = 64
+    IDEMPOTENCY_TTL: Duration = 7 * 24 * 3600.0
+
+    OUTBOX_BATCH_SIZE: Annotated[int, Field(ge=1, le=10000)] = 500
+    # A relay that died leaves entries it had read; others take them over after this long.
+    OUTBOX_CLAIM_IDLE: Duration = 60.0
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator(
+        "ADMIN_TOKEN", "OTEL_EXPORTER_OTLP_ENDPOINT", "ADVERTISE_ADDRESS", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("CONSUL_HTTP_ADDR", mode="after")
+    @classmethod
+    def _consul_scheme(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and "://" not in value:
+            value = f"http://{value}"
+        if value and not re.match(r"^https?://[^/:]+:\d+$", value):
+            raise ValueError("expected host:port or http(s)://host:port")
+        return value
+
+    @property
+    def advertise_address(self) -> str:
+        if self.ADVERTISE_ADDRESS:
+            return self.ADVERTISE_ADDRESS
+        return "127.0.0.1" if self.HOST in ("0.0.0.0", "", "::") else self.HOST
+
+    @property
+    def instance_id(self) -> str:
+        """The Consul service ID, also the Kafka client id and outbox relay name."""
+        return f"{self.SERVICE_NAME}-{self.advertise_address}-{self.PORT}"
+
+    @property
+    def tags(self) -> list[str]:
+        extra = [tag.strip() for tag in self.SERVICE_TAGS.split(",") if tag.strip()]
+        return [self.SERVICE_VERSION, *extra]
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+_SECRET_FIELDS = {"ADMIN_TOKEN"}
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line for all problems: ``PORT: input should be ..., got 'abc'``."""
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        if item["type"] == "missing":
+            parts.append(f"{name}: required but not set")
+        elif name in _SECRET_FIELDS:
+            parts.append(f"{name}: {message}")
+        else:
+            parts.append(f"{name}: {message}, got {item['input']!r}")
+    return "; ".join(parts)
+
+
+def _fail(line: str) -> NoReturn:
+    print(f"config error: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read ``cls`` from the environment, or exit 2 with one line naming the bad variable."""
+    try:
+        return cls()  # type: ignore[call-arg]  # the values come from the environment
+    except ValidationError as exc:
+        _fail(describe_errors(exc))

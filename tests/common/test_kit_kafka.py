@@ -1,0 +1,220 @@
+"""The Kafka side of the kit on tansu and Redis, with the sample service as a real process:
+envelope and trace headers, idempotency, the DLQ, commits after effects, the outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from kit_support import Sample, consul_sync, create_topics, eventually, publish, read_topic, unique
+
+from infra.embedded.parts import tansu_binary
+from infra.process import ManagedProcess, free_port
+from services.common.kafka.envelope import Envelope, make_event
+from services.common.kafka.outbox import outbox_key
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+async def test_event_round_trip_with_envelope_key_and_traceparent(
+    shared_sample: Sample, kafka_bootstrap: str
+) -> None:
+    sample = shared_sample
+    status, _, body = sample.request(
+        "POST", "/items", {"name": "a", "quantity": 1}, headers={"traceparent": TRACEPARENT}
+    )
+    assert status == 202
+    records = await eventually(
+        lambda: _records_of(kafka_bootstrap, sample.topic, body["id"]),
+        timeout=10,
+        what="the event in Kafka",
+    )
+    [record] = records
+    event = Envelope.from_json(record.value)
+    assert (event.type, event.order_id, event.version) == ("item.created", body["id"], 1)
+    assert event.data == {"name": "a", "quantity": 1}
+    raw = json.loads(record.value)
+    assert set(raw) == {"id", "type", "version", "occurred_at", "order_id", "data"}
+    assert raw["occurred_at"].endswith("Z")
+    assert record.key == body["id"].encode()
+    headers = dict(record.headers)
+    version, trace_id, span_id, flags = headers["traceparent"].decode().split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+    assert span_id != "00f067aa0ba902b7"  # the send span's, a descendant of the caller's
+
+
+async def _records_of(bootstrap: str, topic: str, key: str) -> list[Any]:
+    records = await read_topic(bootstrap, topic, 10_000, timeout=0.5)
+    return [r for r in records if r.key == key.encode()]
+
+
+async def test_same_event_twice_has_one_effect(
+    shared_sample: Sample, kafka_bootstrap: str, redis_client: aioredis.Redis
+) -> None:
+    sample = shared_sample
+    duplicates = sample.metric("kafka_messages_consumed_total", outcome="duplicate")
+    event = make_event("item.created", unique("order"), {"n": 1})
+    await publish(kafka_bootstrap, sample.topic, [event.to_json().encode()] * 2, key=b"dup")
+    await eventually(
+        lambda: _metric_async(sample, "kafka_messages_consumed_total", outcome="duplicate"),
+        timeout=10,
+        what="the duplicate is seen",
+        until=lambda value: value == duplicates + 1,
+    )
+    assert await redis_client.hget(f"{sample.ns}:handled", str(event.id)) == "1"
+
+
+async def _metric_async(sample: Sample, name: str, **labels: str) -> float:
+    return sample.metric(name, **labels)
+
+
+async def test_poison_goes_to_dlq_after_n_attempts_and_the_next_is_handled(
+    shared_sample: Sample, kafka_bootstrap: str, redis_client: aioredis.Redis
+) -> None:
+    sample = shared_sample
+    dlq = f"{sample.topic}.dlq"
+    errors_before = sample.metric("kafka_handler_errors_total", topic=sample.topic)
+    order_id = unique("order")
+    poison = make_event("item.created", order_id, {"poison": True})
+    good = make_event("item.created", order_id, {"n": 2})
+    not_json = b"{definitely not an envelope"
+    values = [poison.to_json().encode(), not_json, good.to_json().encode()]
+    await publish(kafka_bootstrap, sample.topic, values, key=order_id.encode())
+
+    await eventually(
+        lambda: _has(redis_client, sample, str(good.id)), timeout=10, what="next event handled"
+    )
+    dead = [json.loads(r.value) for r in await _records_of(kafka_bootstrap, dlq, order_id)]
+    assert len(dead) == 2
+    by_attempts = {d["attempts"]: d for d in dead}
+    pill = by_attempts[3]  # CONSUMER_MAX_ATTEMPTS
+    assert pill["original"]["id"] == str(poison.id)
+    assert pill["error"] == {"type": "ValueError", "message": "poison pill"}
+    assert (pill["topic"], pill["group"]) == (sample.topic, sample.name)
+    assert {"partition", "offset", "failed_at"} <= set(pill)
+    garbage = by_attempts[1]  # an invalid envelope cannot improve with retries
+    assert garbage["error"]["type"] == "PermanentError"
+    assert garbage["original"] == not_json.decode()
+    assert sample.metric("kafka_handler_errors_total", topic=sample.topic) == errors_before + 3
+    assert sample.metric("kafka_dlq_messages_total", topic=sample.topic) >= 2
+    assert await redis_client.hget(f"{sample.ns}:handled", str(good.id)) == "1"
+    assert not await redis_client.hexists(f"{sample.ns}:handled", str(poison.id))
+
+
+async def _has(redis: aioredis.Redis, sample: Sample, event_id: str) -> bool:
+    return bool(await redis.hexists(f"{sample.ns}:handled", event_id))
+
+
+async def _count(redis: aioredis.Redis, sample: Sample, at_least: int) -> bool:
+    return int(await redis.hlen(f"{sample.ns}:handled")) >= at_least
+
+
+async def test_sigterm_commits_the_batch_and_kill_9_loses_nothing(
+    samples: Callable[..., Sample],
+    kit_topic: str,
+    kafka_bootstrap: str,
+    consul_addr: str,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Three instances of one service in turn on one topic. The first gets SIGTERM mid-way:
+    it deregisters, finishes its batch and commits (the second sees no duplicate) and exits
+    within the grace period. The second is killed with SIGKILL mid-batch: the third handles
+    the rest, repeats no effect and loses nothing."""
+    env = {"SAMPLE_TOPIC": kit_topic, "CONSUMER_BATCH_SIZE": "10"}
+    # One key: handled one after another, 20 ms each, so each stop lands mid-way.
+    events = [make_event("item.created", "order-k", {"slow_ms": 20}) for _ in range(60)]
+    first = samples(**env).start()
+    await publish(kafka_bootstrap, kit_topic, [e.to_json().encode() for e in events], key=b"k")
+    await eventually(lambda: _count(redis_client, first, 5), timeout=10, what="handling began")
+    registry = consul_sync(consul_addr)
+    assert first.instance_id in registry.agent.services()
+    stopping = time.monotonic()
+    assert first.stop() == 0
+    assert time.monotonic() - stopping < float(first.env["SHUTDOWN_GRACE_SECONDS"])
+    assert first.instance_id not in registry.agent.services()
+    done_by_first = int(await redis_client.hlen(f"{first.ns}:handled"))
+    assert done_by_first >= 10 and done_by_first % 10 == 0  # the batch in progress finished
+
+    second = samples(**{**env, "SAMPLE_NS": first.ns, "SERVICE_NAME": first.name}).start()
+    await eventually(
+        lambda: _count(redis_client, second, done_by_first + 15), timeout=15, what="resumed"
+    )
+    assert second.metric("kafka_messages_consumed_total", outcome="duplicate") == 0
+    os.killpg(second.proc.pid, signal.SIGKILL)
+    second.proc.popen.wait()  # type: ignore[union-attr]
+
+    third = samples(**{**env, "SAMPLE_NS": first.ns, "SERVICE_NAME": first.name}).start()
+    await eventually(
+        lambda: _count(redis_client, third, len(events)), timeout=20, what="all events handled"
+    )
+    handled = await redis_client.hgetall(f"{first.ns}:handled")
+    assert handled == {str(e.id): "1" for e in events}
+    order = await redis_client.lrange(f"{first.ns}:order", 0, -1)
+    assert order == [str(e.id) for e in events]  # one key: in order, each once
+
+
+async def test_outbox_holds_events_until_the_broker_is_reachable(
+    samples: Callable[..., Sample], redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    sample = samples(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        SAMPLE_TOPIC="outbox.test",
+        SAMPLE_CONSUME="false",
+        KAFKA_REQUEST_TIMEOUT_MS="1000",
+    ).start()
+    sample.ready()  # Kafka is reported but not required: orders are still accepted
+    ids = []
+    for n in range(20):
+        status, _, body = sample.request("POST", "/items", {"name": f"i{n}", "quantity": 1})
+        assert status == 202
+        ids.append(body["id"])
+    key = outbox_key(sample.name)
+    assert await redis_client.xlen(key) == 20
+    _, _, ready = sample.request("GET", "/readyz")
+    assert ready["checks"]["kafka"] == "unreachable"
+
+    broker = ManagedProcess(
+        "tansu-late",
+        [
+            _tansu(),
+            "broker",
+            "--listener-url",
+            f"tcp://{bootstrap}",
+            "--advertised-listener-url",
+            f"tcp://{bootstrap}",
+        ],
+        log_path=tmp_path / "tansu.log",
+    )
+    broker.start()
+    try:
+        await eventually(lambda: _create(bootstrap), timeout=10, what="late broker topics")
+        await eventually(
+            lambda: _zero(redis_client, key), timeout=20, what="outbox drained after broker start"
+        )
+        records = await read_topic(bootstrap, "outbox.test", 20)
+        assert sorted(Envelope.from_json(r.value).order_id for r in records) == sorted(ids)
+    finally:
+        sample.stop()
+        broker.stop()
+
+
+async def _create(bootstrap: str) -> bool:
+    await create_topics(bootstrap, "outbox.test")
+    return True
+
+
+async def _zero(redis: aioredis.Redis, key: str) -> bool:
+    return await redis.xlen(key) == 0
+
+
+def _tansu() -> str:
+    return tansu_binary(os.environ)[0]
