@@ -143,10 +143,16 @@ class ServiceSettings(BaseSettings):
 
 S = TypeVar("S", bound=ServiceSettings)
 
-_SECRET_FIELDS = {"ADMIN_TOKEN"}
+def secret_fields(cls: type[BaseSettings]) -> frozenset[str]:
+    """Fields typed ``SecretStr`` (alone or in a union): their values never reach a message."""
+    return frozenset(
+        name
+        for name, info in cls.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in getattr(info.annotation, "__args__", ())
+    )
 
 
-def describe_errors(error: ValidationError) -> str:
+def describe_errors(error: ValidationError, secrets: frozenset[str] = frozenset()) -> str:
     """One line for all problems: ``PORT: input should be ..., got 'abc'``."""
     parts = []
     for item in error.errors():
@@ -155,7 +161,7 @@ def describe_errors(error: ValidationError) -> str:
         message = message[:1].lower() + message[1:]
         if item["type"] == "missing":
             parts.append(f"{name}: required but not set")
-        elif name in _SECRET_FIELDS:
+        elif name in secrets:
             parts.append(f"{name}: {message}")
         else:
             parts.append(f"{name}: {message}, got {item['input']!r}")
@@ -172,4 +178,4 @@ def load_settings(cls: type[S]) -> S:
     try:
         return cls()  # type: ignore[call-arg]  # the values come from the environment
     except ValidationError as exc:
-        _fail(describe_errors(exc))
+        _fail(describe_errors(exc, secret_fields(cls)))

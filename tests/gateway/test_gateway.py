@@ -366,3 +366,23 @@ def test_refuses_to_start_without_secrets(infra: Endpoints, tmp_path: Path, miss
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"config error: {missing}: required but not set"
+
+
+def test_a_weak_key_is_refused_without_echoing_it(infra: Endpoints) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        **infra.env(),
+        "GATEWAY_API_KEYS": "hunter2",
+        "GATEWAY_ADMIN_TOKEN": "t" * 20,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "config error: GATEWAY_API_KEYS: needs at least one key, each of at least 16 characters"
+    )
+    assert "hunter2" not in done.stderr
