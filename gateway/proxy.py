@@ -29,6 +29,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
 from gateway.settings import GatewaySettings
 from services.common.errors import ApiError
+from services.common.metrics import LabelCache
 from services.common.redis import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Proxy:
             min_per_second=settings.GATEWAY_RETRY_MIN_PER_SECOND,
         )
         self.session: aiohttp.ClientSession | None = None
+        self.cache = LabelCache()
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -197,8 +199,10 @@ class Proxy:
             response = exc.response()
         version = attempt.instance.version if attempt is not None else "none"
         elapsed = time.perf_counter() - started
-        self.metrics.requests.labels(route.prefix, route.service, version, response.status).inc()
-        self.metrics.latency.labels(route.prefix, route.service, version).observe(elapsed)
+        self.cache(
+            self.metrics.requests, route.prefix, route.service, version, str(response.status)
+        ).inc()
+        self.cache(self.metrics.latency, route.prefix, route.service, version).observe(elapsed)
         if self.settings.GATEWAY_ACCESS_LOG:
             access_log.info(
                 "access",
@@ -296,7 +300,7 @@ class Proxy:
                 self.metrics.ejections.labels(route.service, instance.id).inc()
                 log.warning("ejected", extra={"upstream": route.service, "instance": instance.id})
             outcome = "ok" if ok else (attempt.failure or str(attempt.status))
-            self.metrics.attempts.labels(route.service, instance.version, outcome).observe(
+            self.cache(self.metrics.attempts, route.service, instance.version, outcome).observe(
                 time.perf_counter() - started
             )
         return attempt

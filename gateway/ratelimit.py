@@ -9,6 +9,7 @@ an unspent lease lapses after a second, which errs on the strict side.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -64,25 +65,43 @@ class RateLimiter:
         self.lease_size = int(max(1, min(20, per_second / 20, capacity)))
         self._script = client.register_script(_TOKEN_BUCKET)
         self._leases: dict[str, _Lease] = {}
+        # One lease request per key at a time: concurrent requests wait for it instead of
+        # all asking Redis at once when a lease runs out.
+        self._pending: dict[str, asyncio.Future[None]] = {}
 
     @staticmethod
     def key_for(api_key: str) -> str:
         # The key itself is a secret: only a digest of it is written to Redis.
         return "mesh:ratelimit:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
-    async def check(self, api_key: str) -> Decision:
-        now = time.monotonic()
+    def _take_local(self, api_key: str) -> bool:
         lease = self._leases.get(api_key)
-        if lease is not None and lease.tokens > 0 and now < lease.until:
+        if lease is not None and lease.tokens > 0 and time.monotonic() < lease.until:
             lease.tokens -= 1
-            return Decision(True, 0)
-        # The limiter's own Redis calls are plumbing, not part of the client's trace.
-        with suppress_instrumentation():
-            granted, retry_ms = await self._script(
-                keys=[self.key_for(api_key)],
-                args=[self.capacity, self.per_second, self.lease_size],
-            )
+            return True
+        return False
+
+    async def check(self, api_key: str) -> Decision:
+        while True:
+            if self._take_local(api_key):
+                return Decision(True, 0)
+            pending = self._pending.get(api_key)
+            if pending is None:
+                break
+            await asyncio.shield(pending)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[api_key] = future
+        try:
+            # The limiter's own Redis calls are plumbing, not part of the client's trace.
+            with suppress_instrumentation():
+                granted, retry_ms = await self._script(
+                    keys=[self.key_for(api_key)],
+                    args=[self.capacity, self.per_second, self.lease_size],
+                )
+        finally:
+            del self._pending[api_key]
+            future.set_result(None)
         if int(granted) >= 1:
-            self._leases[api_key] = _Lease(int(granted) - 1, now + LEASE_SECONDS)
+            self._leases[api_key] = _Lease(int(granted) - 1, time.monotonic() + LEASE_SECONDS)
             return Decision(True, 0)
         return Decision(False, max(1, math.ceil(int(retry_ms) / 1000)))

@@ -400,7 +400,12 @@ def run(build: Callable[[S], web.Application], settings_class: type[S]) -> None:
         return await serve(build(settings))
 
     try:
-        code = asyncio.run(main())
+        if settings.EVENT_LOOP == "uvloop":
+            import uvloop
+
+            code = uvloop.run(main())
+        else:
+            code = asyncio.run(main())
     finally:
         if provider is not None:
             # Bounded, unlike provider.shutdown() (30 s): an unreachable collector must not

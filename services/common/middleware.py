@@ -71,10 +71,9 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
         finally:
             in_flight.dec()
             route = route_template(request)
-            metrics.http_requests.labels(
-                **metrics.base, route=route, method=request.method, status=str(status)
-            ).inc()
-            metrics.http_latency.labels(**metrics.base, route=route, method=request.method).observe(
+            method = request.method
+            metrics.child(metrics.http_requests, route, method, str(status)).inc()
+            metrics.child(metrics.http_latency, route, method).observe(
                 time.perf_counter() - started
             )
 

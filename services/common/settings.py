@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     ADMIN_TOKEN: SecretStr | None = None
     MAX_BODY_BYTES: Annotated[int, Field(ge=1024)] = 1_048_576
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # uvloop roughly doubles what one process can proxy or serve; asyncio stays selectable.
+    EVENT_LOOP: Literal["uvloop", "asyncio"] = "uvloop"
     ACCESS_LOG: bool = False
 
     OTEL_SDK_DISABLED: bool = False
@@ -142,6 +144,7 @@ class ServiceSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=ServiceSettings)
+
 
 def secret_fields(cls: type[BaseSettings]) -> frozenset[str]:
     """Fields typed ``SecretStr`` (alone or in a union): their values never reach a message."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import redis.asyncio as aioredis
@@ -36,5 +37,26 @@ async def test_small_limits_are_exact(redis_url: str) -> None:
         decisions = [await limiter.check(key) for _ in range(5)]
         assert [d.allowed for d in decisions] == [True, True, True, False, False]
         assert decisions[-1].retry_after_s == 2  # one token every two seconds
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_requests_share_one_lease_request(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(client, capacity=1000, per_second=400)
+        calls = 0
+        script = limiter._script
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            nonlocal calls
+            calls += 1
+            return await script(*args, **kwargs)  # type: ignore[arg-type]
+
+        limiter._script = counting  # type: ignore[assignment]
+        key = uuid.uuid4().hex
+        decisions = await asyncio.gather(*(limiter.check(key) for _ in range(100)))
+        assert all(d.allowed for d in decisions)
+        assert calls == 5  # 100 requests / leases of 20, not one call per waiting request
     finally:
         await client.aclose()
