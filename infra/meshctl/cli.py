@@ -19,19 +19,19 @@ from typing import Any
 
 from infra.embedded import Infra, StartError, mesh_home
 from infra.kafka.admin import ensure_topics
+from infra.local.catalog import CatalogError
+from infra.local.files import HomeFiles
+from infra.local.versions import VersionError
+from infra.meshctl import logs as logs_cmd
+from infra.meshctl import platform, rollout, traffic
+from infra.meshctl.output import CommandError, progress
+from infra.meshctl.trace import trace
+from infra.runtime import Runtime, RuntimeFailure, get_runtime
+from infra.runtime.kv import KVError
 
 RUNTIMES = ("local", "compose", "k8s")
 # Runtimes whose adapter exists in this version; the others answer with a clear line.
 AVAILABLE_RUNTIMES = ("local",)
-
-
-class CommandError(Exception):
-    """A failure to report as one line and exit 1."""
-
-
-def progress(message: str) -> None:
-    # Progress goes to stderr so that stdout stays machine-readable with --json.
-    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def docker_engine_answers() -> bool:
@@ -134,68 +134,55 @@ def infra_topics() -> int:
 
 
 # -- platform --------------------------------------------------------------------------------
-def platform_status_json() -> dict[str, Any]:
-    """The machine-readable state of DESIGN.md (services arrive with the shop)."""
-    rows = {r["name"]: r for r in _infra().status()}
-    return {
-        "runtime": "local",
-        "gateway": None,
-        "services": [],
-        "infra": {
-            name: {
-                "address": row.get("address"),
-                "source": row.get("source"),
-                "healthy": row["healthy"],
-            }
-            for name, row in rows.items()
-        },
-    }
-
-
-def up() -> int:
-    runtime = resolve_runtime()
-    print(f"runtime: {runtime}")
-    return infra_up(as_json=False)
-
-
-def down() -> int:
-    resolve_runtime()
-    return infra_down()
-
-
-def status(as_json: bool) -> int:
-    if as_json:
-        state = platform_status_json()
-        print(json.dumps(state, indent=2))
-        return 0 if all(p["healthy"] for p in state["infra"].values()) else 1
-    return infra_status(as_json=False)
+def _runtime() -> Runtime:
+    return get_runtime(resolve_runtime(), mesh_home())
 
 
 def logs(name: str, follow: bool) -> int:
+    home = mesh_home()
+    files = HomeFiles(home)
     records = _infra().records()
     rec = records.get(name)
-    if rec is None or not rec.log:
-        known = ", ".join(r for r, v in records.items() if v.log) or "none running"
-        raise CommandError(f"no logs for {name!r} (known: {known})")
-    path = Path(rec.log)
-    if not follow:
-        sys.stdout.write(path.read_text(errors="replace"))
-        return 0
-    os.execvp("tail", ["tail", "-n", "50", "-F", str(path)])
-    return 0  # pragma: no cover - exec does not return
+    if rec is not None and rec.log:
+        return logs_cmd.show_file(Path(rec.log), follow)
+    special = {"supervisor": files.supervisor_log, "autoscaler": files.autoscaler_log}
+    if name in special:
+        if not special[name].exists():
+            raise CommandError(f"no {name} log yet in {files.logs}")
+        return logs_cmd.show_file(special[name], follow)
+    if logs_cmd.replica_logs(files.logs, name) or follow:
+        return logs_cmd.show_service(files.logs, name, follow)
+    parts = [r for r, v in records.items() if v.log]
+    services = sorted({p.name.split("-v")[0] for p in files.logs.glob("*-v*-*.log")})
+    known = ", ".join([*parts, *services, *(k for k, v in special.items() if v.exists())])
+    raise CommandError(f"no logs for {name!r} (known: {known or 'none: is the platform up?'})")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshctl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("up", help="start the platform on RUNTIME (local|compose|k8s)")
+    sub.add_parser("up", help="start the platform on RUNTIME (local|compose|k8s), wait healthy")
     sub.add_parser("down", help="stop the platform and leave no process behind")
     p = sub.add_parser("status", help="show every part and its health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("logs", help="print the log of one part")
-    p.add_argument("name", help="kafka, redis, consul, or a service")
+    p = sub.add_parser("logs", help="the log of a part, a service (all replicas) or supervisor")
+    p.add_argument("name", help="kafka, redis, consul, supervisor, autoscaler, or a service")
     p.add_argument("-f", "--follow", action="store_true")
+    p = sub.add_parser("scale", help="set a service's replicas and wait until all are healthy")
+    p.add_argument("target", metavar="SERVICE=N")
+    p.add_argument("--timeout", type=rollout.duration, default=60.0)
+    rollout.add_parser(sub)
+    p = sub.add_parser("autoscale", help="the HPA-style autoscaler: on, off or status")
+    p.add_argument("action", choices=("on", "off", "status"))
+    p = sub.add_parser("traffic", help="traffic weights and ready instances per version")
+    p.add_argument("service", nargs="?")
+    p = sub.add_parser("faults", help="inject latency and errors (Consul KV mesh/faults/...)")
+    p.add_argument("action", choices=("set", "clear", "show"))
+    p.add_argument("service", nargs="?")
+    p.add_argument("settings", nargs="*", metavar="latency=200ms error_rate=0.2")
+    p = sub.add_parser("trace", help="the span tree of an order or a trace")
+    p.add_argument("id", metavar="ORDER_ID|TRACE_ID")
 
     infra = sub.add_parser("infra", help="the infrastructure alone (Kafka, Redis, Consul)")
     isub = infra.add_subparsers(dest="infra_command", required=True, metavar="ACTION")
@@ -210,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "infra":
+    command = args.command
+    if command == "infra":
         if args.infra_command == "up":
             return infra_up(args.json)
         if args.infra_command == "down":
@@ -218,19 +206,43 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.infra_command == "status":
             return infra_status(args.json)
         return infra_topics()
-    if args.command == "up":
-        return up()
-    if args.command == "down":
-        return down()
-    if args.command == "status":
-        return status(args.json)
-    return logs(args.name, args.follow)
+    if command == "logs":
+        return logs(args.name, args.follow)
+    if command == "trace":
+        return trace(HomeFiles(mesh_home()).traces, args.id)
+    runtime = _runtime()
+    if command == "up":
+        return platform.up(runtime)
+    if command == "down":
+        return platform.down(runtime)
+    if command == "status":
+        return platform.status(runtime, args.json)
+    if command == "scale":
+        return platform.scale(runtime, args.target, args.timeout)
+    if command == "autoscale":
+        return platform.autoscale(runtime, args.action)
+    if command == "rollout":
+        return rollout.run(runtime, args)
+    if command == "traffic":
+        return traffic.traffic(runtime, args.service)
+    return traffic.faults(runtime, args.action, args.service, args.settings)
+
+
+FAILURES = (
+    CommandError,
+    StartError,
+    TimeoutError,
+    RuntimeFailure,
+    CatalogError,
+    VersionError,
+    KVError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(argv)
-    except (CommandError, StartError, TimeoutError) as exc:
+    except FAILURES as exc:
         print(f"meshctl: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,1 @@
+"""Rollouts on the local runtime: rolling, blue-green and canary with automated analysis."""

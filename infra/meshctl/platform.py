@@ -1,0 +1,163 @@
+"""``meshctl up|down|status|scale|autoscale``: the platform as a whole, on any runtime."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+
+from infra.embedded import Infra
+from infra.meshctl.output import CommandError, print_table, progress
+from infra.runtime import Runtime
+from infra.runtime.models import GatewayInfo, PlatformStatus, ReplicaInfo
+
+SAMPLE_ORDER = '{"customer_id": "c-1", "items": [{"sku": "SKU-001", "quantity": 1}]}'
+
+
+def _state_cell(replicas: list[ReplicaInfo]) -> str:
+    if not replicas:
+        return "-"
+    ready = sum(1 for r in replicas if r.state == "ready")
+    others = sorted({r.state for r in replicas if r.state != "ready"})
+    return f"{ready}/{len(replicas)} passing" + (f" ({', '.join(others)})" if others else "")
+
+
+def print_services(state: PlatformStatus, replicas: list[ReplicaInfo]) -> None:
+    names = ([state.gateway.name] if state.gateway else []) + [s.name for s in state.services]
+    rows = []
+    for name in names:
+        mine = [r for r in replicas if r.service == name]
+        versions: dict[str, int] = {}
+        for r in mine:
+            versions[r.version] = versions.get(r.version, 0) + 1
+        restarts = sum(r.restarts for r in mine)
+        rows.append(
+            (
+                name,
+                str(len(mine)),
+                " ".join(f"{v}x{n}" for v, n in sorted(versions.items())) or "-",
+                ", ".join(r.address for r in mine) or "-",
+                _state_cell(mine) + (f", {restarts} restarts" if restarts else ""),
+            )
+        )
+    print_table(("SERVICE", "REPLICAS", "VERSIONS", "ADDRESSES", "HEALTH"), rows)
+
+
+def print_next_steps(gateway: GatewayInfo) -> None:
+    key, url = gateway.api_key, gateway.url
+    header = f"-H 'X-API-Key: {key}'"
+    print()
+    print(f"gateway   {url}")
+    print(f"API key   {key}")
+    print(f"try it    curl -s {header} {url}/api/stock")
+    print(
+        f"          curl -s {header} -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(SAMPLE_ORDER)} {url}/api/orders"
+    )
+    print("load      make load                  (Locust against this gateway)")
+    print("a trace   meshctl trace ORDER_ID     (the id the POST above answered)")
+    print("more      meshctl status | logs SERVICE -f | scale orders=3 | rollout --help")
+    print("stop      make down")
+
+
+def up(runtime: Runtime) -> int:
+    print(f"runtime: {runtime.name}")
+    if runtime.running():
+        print("the platform is already running")
+        return status(runtime, as_json=False)
+    started = time.monotonic()
+    try:
+        state = runtime.up(progress)
+    except KeyboardInterrupt:
+        print("interrupted: stopped everything this command had started", file=sys.stderr)
+        return 130
+    print(f"platform healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    print_services(state, runtime.replicas())
+    if state.gateway is not None:
+        print_next_steps(state.gateway)
+    return 0
+
+
+def down(runtime: Runtime) -> int:
+    stopped = runtime.down(progress)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _print_infra(rows: list[dict[str, object]]) -> None:
+    print_table(
+        ("PART", "SOURCE", "ADDRESS", "PID", "STATE"),
+        [
+            (
+                str(r["name"]),
+                str(r.get("source", "-")),
+                str(r.get("address", "-")),
+                str(r.get("pid") or "-"),
+                str(r["state"]),
+            )
+            for r in rows
+        ],
+    )
+
+
+def status(runtime: Runtime, as_json: bool) -> int:
+    state = runtime.status()
+    infra_ok = all(part["healthy"] for part in state.infra.values())
+    services_ok = all(s.healthy >= s.replicas for s in state.services) and (
+        state.gateway is None or state.gateway.healthy
+    )
+    if as_json:
+        print(json.dumps(state.model_dump(), indent=2))
+        return 0 if infra_ok and services_ok else 1
+    if state.gateway is not None:
+        print_services(state, runtime.replicas())
+        print(f"\ngateway {state.gateway.url}  API key {state.gateway.api_key}\n")
+    else:
+        print("platform: not running (make up)\n")
+    home = getattr(runtime, "home", None)
+    if home is not None:
+        _print_infra(Infra(home).status())
+    return 0 if infra_ok and services_ok else 1
+
+
+def parse_scale(arg: str) -> tuple[str, int]:
+    name, sep, count = arg.partition("=")
+    try:
+        replicas = int(count)
+    except ValueError:
+        replicas = -1
+    if not sep or not name or replicas < 0:
+        raise CommandError(f"expected SERVICE=N like orders=3, got {arg!r}")
+    return name, replicas
+
+
+def scale(runtime: Runtime, arg: str, timeout: float) -> int:
+    name, replicas = parse_scale(arg)
+    started = time.monotonic()
+    runtime.scale(name, replicas)
+    runtime.wait_healthy(name, replicas, timeout=timeout, progress=progress)
+    noun = "replica" if replicas == 1 else "replicas"
+    print(f"{name}: {replicas} {noun} healthy in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def autoscale(runtime: Runtime, action: str) -> int:
+    state = runtime.autoscale(None if action == "status" else action == "on")
+    print(f"autoscaler: {'on' if state.enabled else 'off'}")
+    rows = []
+    for service, decisions in state.services.items():
+        if not decisions:
+            rows.append((service, "-", "-", "no decision yet"))
+            continue
+        last = decisions[-1]
+        metrics = ", ".join(
+            f"{m.name} {m.value:g}/{m.target:g}" if m.value is not None else f"{m.name} n/a"
+            for m in last.metrics
+        )
+        rows.append((service, f"{last.current} -> {last.desired}", metrics, last.reason))
+    if rows:
+        print_table(("SERVICE", "REPLICAS", "METRIC/TARGET PER REPLICA", "LAST DECISION"), rows)
+    if state.log:
+        print(f"every decision: {state.log}")
+    return 0
