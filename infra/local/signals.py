@@ -73,8 +73,8 @@ class Signals:
         if not parsed:
             return
         if "in_flight" in kinds:
-            # Each scrape is itself a request in flight: take it off.
-            values = [max(promtext.total(s, "http_requests_in_flight") - 1, 0.0) for s in parsed]
+            # The kit leaves probes and scrapes out of the gauge: it is business load only.
+            values = [promtext.total(s, "http_requests_in_flight") for s in parsed]
             self._in_flight.append(sum(values) / len(values))
         if "lag" in kinds:
             self._lag.append(group_lag(parsed))

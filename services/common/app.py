@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from services.common.consul import ConsulRegistration, consul_client
 from services.common.errors import error_body
-from services.common.faults import FaultInjector, fault_middleware
+from services.common.faults import FaultInjector, FaultSettings, fault_middleware
 from services.common.kafka.consumer import ConsumerRunner, Handler
 from services.common.kafka.outbox import Outbox, OutboxRelay
 from services.common.kafka.producer import EventProducer
@@ -287,7 +287,12 @@ def create_app(
         raise ValueError("consumers need use_kafka (the producer publishes to the DLQ)")
     metrics = Metrics(settings.SERVICE_NAME, settings.SERVICE_VERSION)
     with_consul = bool(settings.CONSUL_HTTP_ADDR)
-    injector = FaultInjector(settings.SERVICE_NAME, metrics) if faults and with_consul else None
+    baseline = FaultSettings(
+        latency_ms=settings.FAULT_LATENCY_MS, error_rate=settings.FAULT_ERROR_RATE
+    )
+    injector = None
+    if faults and (with_consul or baseline.active):
+        injector = FaultInjector(settings.SERVICE_NAME, metrics, baseline)
 
     chain: list[Middleware] = [
         request_id_middleware,
@@ -329,7 +334,8 @@ def create_app(
         app.cleanup_ctx.append(_kafka_ctx)
     if injector is not None:
         app[FAULTS] = injector
-        app.cleanup_ctx.append(_faults_ctx)
+        if with_consul:
+            app.cleanup_ctx.append(_faults_ctx)
     if handlers:
         app.cleanup_ctx.append(_consumer_ctx(handlers))
     if register and with_consul:

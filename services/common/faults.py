@@ -1,8 +1,10 @@
 """Fault injection driven by Consul KV ``mesh/faults/<service>`` for the fault drills.
 
-The key holds ``{"latency_ms": 200, "error_rate": 0.2}``; it is followed with a blocking
-query, so a change applies within milliseconds. Deleting the key (or writing ``{}``) turns
-faults off. Business routes get the latency and 500s through :func:`fault_middleware`;
+An instance may also start with baseline faults of its own (``FAULT_LATENCY_MS``,
+``FAULT_ERROR_RATE``: how a deliberately bad version is rolled out); the stronger of baseline
+and KV applies. The key holds ``{"latency_ms": 200, "error_rate": 0.2}``; it is followed
+with a blocking query, so a change applies within milliseconds. Deleting the key (or
+writing ``{}``) turns KV faults off. Business routes get the latency and 500s through :func:`fault_middleware`;
 probes, metrics and the OpenAPI document never do. Kafka handlers get them from the
 consumer runner (an injected error there is retried, never dead-lettered).
 """
@@ -50,11 +52,21 @@ class InjectedFault(Exception):
     """An error injected on purpose by a drill."""
 
 
+def combine(baseline: FaultSettings, live: FaultSettings) -> FaultSettings:
+    """The stronger of each fault: a version's own baseline (a deliberately bad release)
+    stays in force while a drill adds faults to the whole service through KV."""
+    return FaultSettings(
+        latency_ms=max(baseline.latency_ms, live.latency_ms),
+        error_rate=max(baseline.error_rate, live.error_rate),
+    )
+
+
 class FaultInjector:
-    def __init__(self, service: str, metrics: Metrics) -> None:
+    def __init__(self, service: str, metrics: Metrics, baseline: FaultSettings = NO_FAULTS) -> None:
         self.key = faults_key(service)
         self._metrics = metrics
-        self.current = NO_FAULTS
+        self.baseline = baseline
+        self.current = baseline
         self._watch: BlockingWatch[bytes | None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -68,6 +80,7 @@ class FaultInjector:
             except ValidationError as exc:
                 log.warning("ignoring malformed %s: %s", self.key, exc.errors()[0]["msg"])
                 settings = NO_FAULTS
+        settings = combine(self.baseline, settings)
         if settings != self.current:
             log.info("fault settings changed", extra={"faults": settings.model_dump()})
         self.current = settings

@@ -21,6 +21,7 @@ from services.common.redis import REDIS_UNAVAILABLE
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # A client-supplied id is echoed only if it is short and harmless in logs and headers.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -61,6 +62,9 @@ def metrics_middleware(metrics: Metrics) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PROBE_PATHS:
+            # Probes and scrapes are not load: counting them would skew the autoscaler.
+            return await handler(request)
         started = time.perf_counter()
         status = 500
         in_flight.inc()

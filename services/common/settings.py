@@ -93,6 +93,10 @@ class ServiceSettings(BaseSettings):
 
     SHUTDOWN_GRACE_SECONDS: Duration = 10.0
 
+    # Baseline faults of this instance (a deliberately bad version); KV adds to them.
+    FAULT_LATENCY_MS: Annotated[float, Field(ge=0, le=60_000)] = 0.0
+    FAULT_ERROR_RATE: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
     CONSUMER_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=100)] = 5
     CONSUMER_RETRY_BACKOFF: Duration = 0.1
     CONSUMER_RETRY_BACKOFF_MAX: Duration = 5.0
