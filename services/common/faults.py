@@ -5,8 +5,9 @@ An instance may also start with baseline faults of its own (``FAULT_LATENCY_MS``
 and KV applies. The key holds ``{"latency_ms": 200, "error_rate": 0.2}``; it is followed
 with a blocking query, so a change applies within milliseconds. Deleting the key (or
 writing ``{}``) turns KV faults off. Business routes get the latency and 500s through
-:func:`fault_middleware`; probes, metrics and the OpenAPI document never do. Kafka handlers get them from the
-consumer runner (an injected error there is retried, never dead-lettered).
+:func:`fault_middleware`; probes, metrics and the OpenAPI document never do. Kafka
+handlers get them from the consumer runner (an injected error there is retried, never
+dead-lettered).
 """
 
 from __future__ import annotations
