@@ -8,7 +8,7 @@ MESHCTL := $(BIN)/meshctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs test lint clean
+.PHONY: help install up down status logs scale rollout trace test lint clean
 
 help: ## Show this menu
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,15 @@ status: install ## Show every part of the platform, where it came from and its h
 
 logs: install ## Show the logs of one part (SERVICE=kafka|redis|consul|...; FOLLOW=1 to follow)
 	$(MESHCTL) logs $(SERVICE) $(if $(FOLLOW),-f,)
+
+scale: install ## Set a service's replicas and wait until healthy (SERVICE=orders N=3)
+	$(MESHCTL) scale $(SERVICE)=$(N)
+
+rollout: install ## Roll out a version (SERVICE=orders VERSION=v2 STRATEGY=rolling|bluegreen|canary)
+	$(MESHCTL) rollout $(SERVICE) --version $(VERSION) --strategy $(or $(STRATEGY),rolling)
+
+trace: install ## Print the span tree of an order or trace (ID=...)
+	$(MESHCTL) trace $(ID)
 
 test: install ## Run the test suite on real infrastructure started on loopback
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
