@@ -19,6 +19,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from opentelemetry import trace
 
 from gateway.balancer import Instance, Pool
 from gateway.budget import RetryBudget
@@ -152,6 +153,11 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = self._route(request)
+        span = trace.get_current_span()
+        if span.is_recording():
+            # "POST /api/orders" reads better in a trace than the catch-all "/api/{tail}".
+            span.update_name(f"{request.method} {route.prefix}")
+            span.set_attribute("http.route", route.prefix)
         key = self._authenticate(request)
         await self._rate_limit(key)
         pin = request.headers.get(VERSION_HEADER)
