@@ -21,11 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with dev tools (quick when nothing changed)
 
-up: install ## Start the platform (RUNTIME=local|compose|k8s; default picks one) and print where it runs
+up: install ## Start the platform (RUNTIME=local|compose|k8s; default local) and print where it runs
+ifeq ($(RUNTIME),compose)
+	bash infra/docker/compose-up.sh
+else ifeq ($(RUNTIME),k8s)
+	$(MAKE) k8s-up
+else
 	$(MESHCTL) up
+endif
 
 down: install ## Stop the platform; leaves no process behind
+ifeq ($(RUNTIME),compose)
+	bash infra/docker/compose-down.sh
+else ifeq ($(RUNTIME),k8s)
+	$(MAKE) k8s-down
+else
 	$(MESHCTL) down
+endif
 
 status: install ## Show every part of the platform, where it came from and its health
 	$(MESHCTL) status
@@ -50,8 +62,9 @@ lint: install ## ruff on everything, mypy on the package code
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-clean: ## Stop everything and remove .venv, .mesh and caches
+clean: ## Stop everything and remove .venv, .mesh (compose volumes too) and caches
 	-@test -x $(MESHCTL) && $(MESHCTL) down >/dev/null 2>&1 || true
+	-@bash infra/docker/compose-down.sh --volumes >/dev/null 2>&1 || true
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
@@ -96,3 +109,21 @@ bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx 
 
 bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
 	$(BIN)/python -m loadtests.bench_saga
+
+# -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
+.PHONY: compose-up compose-down compose-clean compose-images test-compose
+
+compose-up: ## Start the platform on Docker Compose (engine installed/started if root), print URLs
+	bash infra/docker/compose-up.sh
+
+compose-down: ## Stop the compose stack; volumes stay
+	bash infra/docker/compose-down.sh
+
+compose-clean: ## Stop the compose stack and remove its volumes
+	bash infra/docker/compose-down.sh --volumes
+
+compose-images: ## Build every project image (BASE_IMAGE=python:3.12-slim by default, or local)
+	bash infra/docker/build-images.sh --base $(or $(BASE_IMAGE),python:3.12-slim)
+
+test-compose: install ## Compose runtime end to end on a real engine (skips loudly without one)
+	bash infra/docker/test-compose.sh

@@ -59,7 +59,8 @@ def resolve_runtime(environ: dict[str, str] | None = None) -> str:
             raise CommandError(f"unknown RUNTIME={wanted!r}: choose one of {', '.join(RUNTIMES)}")
         if wanted not in AVAILABLE_RUNTIMES:
             raise CommandError(
-                f"RUNTIME={wanted} is not available in this version yet; use RUNTIME=local"
+                f"meshctl has no {wanted} adapter yet: start it with `make up RUNTIME={wanted}` "
+                "and use RUNTIME=local for meshctl"
             )
         return wanted
     if "compose" in AVAILABLE_RUNTIMES and docker_engine_answers():
