@@ -1,0 +1,570 @@
+"""The order saga end to end on this machine: prints figures, asserts nothing.
+
+    python -m loadtests.bench_saga [--orders 6000] [--rate 300] [--concurrency 64]
+                                   [--env NAME=VALUE ...] [--profile] [--keep]
+
+Starts its own infrastructure (tansu, valkey/redis, the Consul registry) in a temporary home
+and one replica of each service (payments with 5 ms latency and no failures, logs at WARNING,
+1% of traces sampled), places ``--warmup`` orders, then POSTs ``--orders`` orders straight to
+the orders service at ``--rate`` per second (0: as fast as ``--concurrency`` allows) and
+measures:
+
+* accepted orders per second, and the latency of ``POST /orders``;
+* terminal orders per second (CONFIRMED or CANCELLED), end to end;
+* p50/p95/p99 of the time from sending the POST to the terminal event;
+* the CPU of every process (services, broker, Redis, this load generator, and whatever else
+  ran on the machine meanwhile), the platform's CPU time per order and the rate it implies.
+
+Progress is printed every second, with each consumer group's lag. Terminal states are
+observed on ``order.confirmed``/``order.cancelled`` with a Kafka consumer of our own, so
+measuring does not load the services. ``--profile`` samples every service with py-spy during
+the run and prints where each spends its time; ``--env`` passes settings to every service
+(e.g. ``--env KAFKA_LINGER_MS=5``) to compare configurations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import aiohttp
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from infra.embedded import Endpoints, Infra
+from infra.kafka.topics import consumed_by
+from infra.process import ManagedProcess, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("orders", "inventory", "payments", "notifications")
+BENCH = "bench (this process)"
+TERMINAL_TOPICS = ("order.confirmed", "order.cancelled")
+SKUS = [f"SKU-{n:03d}" for n in range(1, 21)]
+# Encoded once: the load generator shares the machine, its CPU is the services' loss.
+BODIES = [
+    json.dumps(
+        {
+            "customer_id": f"bench-{n}",
+            "items": [{"sku": SKUS[n % len(SKUS)], "quantity": 1 + n % 3}],
+        }
+    ).encode()
+    for n in range(500)
+]
+JSON = {"Content-Type": "application/json"}
+
+
+# --- the platform under test -----------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _ready(service: Service) -> bool:
+    return _get(f"{service.url}/readyz")[0] == 200
+
+
+def _consuming(service: Service) -> bool:
+    """Every consumed topic has a lag gauge: the consumer group gave it its partitions."""
+    status, text = _get(f"{service.url}/metrics")
+    lags = [line for line in text.splitlines() if line.startswith("kafka_consumer_lag{")]
+    return status == 200 and all(
+        any(f'topic="{topic}"' in line for line in lags) for topic in consumed_by(service.name)
+    )
+
+
+@dataclass
+class Platform:
+    services: dict[str, Service]
+    bootstrap: str
+    infra_pids: dict[str, int]
+
+
+@contextmanager
+def platform(home: Path, env_overrides: Mapping[str, str]) -> Iterator[Platform]:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CONSUL_HTTP_ADDR")
+    }
+    infra = Infra(home / "mesh", environ=environ, progress=lambda m: print(f"[infra] {m}"))
+    endpoints: Endpoints = infra.up()
+    services: dict[str, Service] = {}
+    try:
+        for name in SERVICES:
+            port = free_port()
+            env = {
+                **endpoints.env(),
+                "PORT": str(port),
+                "LOG_LEVEL": "WARNING",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+                "OTEL_TRACES_SAMPLER_ARG": "0.01",
+                "MESH_TRACES_DIR": str(home / "traces"),
+                "KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+                "PAYMENTS_LATENCY_MS": "5",
+                "PAYMENTS_JITTER_MS": "2",
+                "PAYMENTS_FAILURE_RATE": "0",
+                "INVENTORY_INITIAL_STOCK": "1000000000",
+                "PYTHONUNBUFFERED": "1",
+                **env_overrides,
+            }
+            process = ManagedProcess(
+                name,
+                [sys.executable, "-m", f"services.{name}"],
+                log_path=home / "logs" / f"{name}.log",
+                env=env,
+                cwd=ROOT,
+            )
+            process.start()
+            services[name] = Service(name, port, process)
+        for service in services.values():
+            wait_until(
+                partial(_ready, service),
+                timeout=30,
+                what=f"{service.name} ready ({service.process.log_tail()})",
+                alive=service.process.alive,
+            )
+        for service in services.values():
+            wait_until(
+                partial(_consuming, service),
+                timeout=60,
+                what=f"{service.name} consumer has its partitions",
+                alive=service.process.alive,
+            )
+        pids = {name: rec.pid for name, rec in infra.records().items() if rec.pid is not None}
+        yield Platform(services, endpoints.kafka_bootstrap, pids)
+    finally:
+        for service in services.values():
+            service.process.stop(timeout=15)
+        infra.down()
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    sent_at: dict[str, float] = field(default_factory=dict)  # order id -> POST sent
+    terminal_at: dict[str, float] = field(default_factory=dict)  # order id -> event seen
+    statuses: Counter[str] = field(default_factory=Counter)
+    post_latency: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    started: float = 0.0
+    sending_done: float = 0.0
+    all_terminal: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def watch_terminal(bootstrap: str, run: Run, ready: asyncio.Event) -> None:
+    """Record when each order's terminal event is seen (by key = order id)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the metadata that partitions_for_topic reads
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in TERMINAL_TOPICS
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        ready.set()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    order_id = (record.key or b"").decode()
+                    if order_id in run.sent_at and order_id not in run.terminal_at:
+                        run.terminal_at[order_id] = now
+                        run.statuses[record.topic] += 1
+            if run.sending_done and len(run.terminal_at) >= len(run.sent_at):
+                run.all_terminal.set()
+    finally:
+        await consumer.stop()
+
+
+async def drive(url: str, run: Run, orders: int, concurrency: int, rate: float) -> None:
+    """POST ``orders`` orders, at most ``concurrency`` at once and ``rate`` per second."""
+    slots = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(n: int) -> None:
+            body = BODIES[n % len(BODIES)]
+            started = time.perf_counter()
+            try:
+                async with session.post(f"{url}/orders", data=body, headers=JSON) as response:
+                    await response.read()
+                    if response.status != 202:
+                        run.errors[f"HTTP {response.status}"] += 1
+                        return
+                    # The id from Location: parsing the JSON would cost this process CPU.
+                    order_id = response.headers["Location"].rsplit("/", 1)[1]
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                run.errors[type(exc).__name__] += 1
+                return
+            finally:
+                slots.release()
+            run.sent_at[order_id] = started
+            run.post_latency.append(time.perf_counter() - started)
+
+        tasks = []
+        run.started = time.perf_counter()
+        for n in range(orders):
+            if rate > 0:
+                # Pace by the schedule, not by sleeps between requests: no drift.
+                delay = run.started + n / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await slots.acquire()
+            run.sent += 1
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+        run.sending_done = time.perf_counter()
+
+
+async def progress(run: Run, services: Mapping[str, Service], stop: asyncio.Event) -> None:
+    """Every second: counts and rates, and each consumer group's lag (messages behind)."""
+    last_accepted = last_terminal = 0
+    async with aiohttp.ClientSession() as session:
+        while not await _stopped(stop, 1.0):
+            accepted, terminal = len(run.sent_at), len(run.terminal_at)
+            elapsed = time.perf_counter() - run.started
+            lags = await asyncio.gather(*(_lag(session, s) for s in services.values()))
+            lag_text = " ".join(
+                f"{name[:3]}={lag}" for name, lag in zip(services, lags, strict=True)
+            )
+            print(
+                f"  t={elapsed:5.1f}s sent={run.sent:6d} accepted={accepted:6d} "
+                f"(+{accepted - last_accepted:4d}/s) terminal={terminal:6d} "
+                f"(+{terminal - last_terminal:4d}/s) errors={sum(run.errors.values())} "
+                f"lag: {lag_text}",
+                flush=True,
+            )
+            last_accepted, last_terminal = accepted, terminal
+
+
+async def _lag(session: aiohttp.ClientSession, service: Service) -> int:
+    try:
+        async with session.get(f"{service.url}/metrics") as response:
+            text = await response.text()
+    except aiohttp.ClientError:
+        return -1
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("kafka_consumer_lag{")
+    )
+
+
+async def _stopped(stop: asyncio.Event, delay: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+# Sharing the machine, but not part of the platform under test.
+NOT_PLATFORM = ("other processes", BENCH)
+
+
+def report(run: Run, cpu: Mapping[str, float], wall: float, speed: float) -> None:
+    accepted = len(run.sent_at)
+    finished = [oid for oid in run.sent_at if oid in run.terminal_at]
+    e2e = [run.terminal_at[oid] - run.sent_at[oid] for oid in finished]
+    last_terminal = max(run.terminal_at.values(), default=run.started)
+    send_time = run.sending_done - run.started
+    e2e_time = last_terminal - run.started
+    rows = [
+        ("orders sent", f"{run.sent}"),
+        ("accepted (202)", f"{accepted}"),
+        (
+            "terminal",
+            f"{len(finished)}  " + ", ".join(f"{k}: {v}" for k, v in run.statuses.items()),
+        ),
+        ("errors", ", ".join(f"{k}: {v}" for k, v in run.errors.items()) or "none"),
+        ("not terminal at the end", f"{accepted - len(finished)}"),
+        ("accepted / s (while sending)", f"{accepted / send_time:8.1f}"),
+        ("terminal / s (first POST to last terminal)", f"{len(finished) / e2e_time:8.1f}"),
+        ("POST latency p50 / p95 / p99 (ms)", _triple(run.post_latency)),
+        ("POST -> terminal p50 / p95 / p99 (ms)", _triple(e2e)),
+        ("POST -> terminal max (ms)", f"{max(e2e, default=float('nan')) * 1000:8.1f}"),
+    ]
+    rows += [(f"CPU {name} (% of one core)", f"{share:8.1f}") for name, share in cpu.items()]
+    rows.append(("machine speed: 10M-step Python loop (s)", f"{speed:8.2f}"))
+    cores = psutil.cpu_count() or 1
+    rows.append((f"CPU all (% of {cores} cores)", f"{sum(cpu.values()):8.1f}"))
+    # CPU time per order is steadier than rates on a shared machine, and says what rate the
+    # platform could reach: every core busy with nothing but this.
+    platform_cpu = sum(share for name, share in cpu.items() if name not in NOT_PLATFORM)
+    if finished:
+        per_order = platform_cpu / 100 * wall / len(finished)
+        rows.append(("CPU per order, platform (ms)", f"{per_order * 1000:8.2f}"))
+        rows.append(("  => orders/s with every core for it", f"{cores / per_order:8.0f}"))
+    width = max(len(label) for label, _ in rows)
+    print("\n" + "=" * (width + 40))
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print("=" * (width + 40))
+    ok = accepted and len(finished) / e2e_time >= 300 and _percentile(e2e, 0.99) < 1.0
+    print(f"target (>= 300 orders/s end to end, p99 < 1 s): {'MET' if ok else 'MISSED'}")
+
+
+def _triple(values: list[float]) -> str:
+    return " / ".join(f"{_percentile(values, q) * 1000:8.1f}" for q in (0.50, 0.95, 0.99))
+
+
+# --- profiling ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def profiled(pids: Mapping[str, int], out: Path, enabled: bool) -> Iterator[None]:
+    """py-spy samples each process while the block runs; prints the hottest frames after."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not enabled:
+        yield
+        return
+    if not os.path.exists(py_spy):
+        print("py-spy is not installed: no profile")
+        yield
+        return
+    recorders = {
+        name: subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--output",
+                str(out / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    }
+    try:
+        yield
+    finally:
+        for recorder in recorders.values():
+            recorder.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        for recorder in recorders.values():
+            recorder.wait(timeout=30)
+        for name in pids:
+            summarize_profile(name, out / f"{name}.txt")
+
+
+def summarize_profile(name: str, path: Path, top: int = 12) -> None:
+    """Self time by leaf frame, and total time under a few areas of interest."""
+    if not path.exists():
+        print(f"no profile for {name}")
+        return
+    leaves: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        leaves[_frame(frames[-1])] += count
+        # What runs under the event loop (the frames above it are the same in every sample).
+        tasks = frames[next((i for i, f in enumerate(frames) if "Runner.run" in f), -1) + 1 :]
+        joined = ";".join(tasks)
+        for area, needle in AREAS.items():
+            if needle in joined:
+                areas[area] += count
+        if f"services/{name}/" in joined:
+            areas[f"services/{name} (its own code)"] += count
+    print(f"\n--- {name}: {total} samples; self time by frame ---")
+    for frame, count in leaves.most_common(top):
+        print(f"  {count / total * 100:5.1f}%  {frame}")
+    print(f"--- {name}: time under ---")
+    for area, count in areas.most_common():
+        print(f"  {count / total * 100:5.1f}%  {area}")
+
+
+# Substrings of collapsed stacks that identify where a sample was taken.
+AREAS = {
+    "the kit (services/common)": "services/common/",
+    "redis client": "redis/",
+    "aiokafka": "aiokafka/",
+    "aiohttp": "aiohttp/",
+    "pydantic": "pydantic",
+    "opentelemetry": "opentelemetry/",
+    "json": "json/",
+    "prometheus": "prometheus_client/",
+    "logging": "logging/",
+}
+
+
+def _frame(frame: str) -> str:
+    # py-spy raw frames look like "function (path/to/file.py:123)"
+    function, _, location = frame.partition(" (")
+    location = location.rstrip(")")
+    parts = location.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else location
+    return f"{function} ({short})"
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    seconds = {}
+    for name, pid in pids.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        seconds[name] = times.user + times.system
+    return seconds
+
+
+def calibrate() -> float:
+    """Seconds a fixed pure-Python loop takes: shared machines change speed over time (we saw
+    the same loop take 0.86 s and 1.19 s an hour apart), so figures come with it."""
+    started = time.perf_counter()
+    total = 0
+    for n in range(10_000_000):
+        total += n
+    return time.perf_counter() - started
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, all processes)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+async def measure(
+    platform: Platform, orders: int, concurrency: int, rate: float, timeout: float
+) -> Run:
+    run = Run()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    watcher = asyncio.create_task(watch_terminal(platform.bootstrap, run, ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    reporter = asyncio.create_task(progress(run, platform.services, stop))
+    await drive(platform.services["orders"].url, run, orders, concurrency, rate)
+    try:
+        await asyncio.wait_for(run.all_terminal.wait(), timeout)
+    except TimeoutError:
+        print(f"  {len(run.sent_at) - len(run.terminal_at)} orders not terminal in {timeout}s")
+    stop.set()
+    await reporter
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=6000, help="orders to place")
+    parser.add_argument("--concurrency", type=int, default=64, help="POSTs in flight at most")
+    parser.add_argument("--rate", type=float, default=300, help="orders per second; 0: no pacing")
+    parser.add_argument("--warmup", type=int, default=300, help="orders placed before measuring")
+    parser.add_argument("--timeout", type=float, default=60, help="wait for stragglers (s)")
+    parser.add_argument("--profile", action="store_true", help="py-spy every service")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of every service, e.g. KAFKA_LINGER_MS=5 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.env)
+
+    home = Path(tempfile.mkdtemp(prefix="bench-saga-"))
+    try:
+        with platform(home, overrides) as stack:
+            print(f"warming up with {args.warmup} orders ...")
+            asyncio.run(measure(stack, args.warmup, args.concurrency, 0, args.timeout))
+            pids = {name: s.process.pid for name, s in stack.services.items()}
+            pids |= stack.infra_pids
+            pids[BENCH] = os.getpid()
+            print(
+                f"placing {args.orders} orders: rate {args.rate or 'unpaced'}/s, "
+                f"concurrency {args.concurrency}"
+            )
+            before, started = cpu_seconds(pids), time.perf_counter()
+            machine_before = _busy_seconds()
+            with profiled(
+                {name: s.process.pid for name, s in stack.services.items()},
+                home,
+                args.profile,
+            ):
+                run = asyncio.run(
+                    measure(stack, args.orders, args.concurrency, args.rate, args.timeout)
+                )
+            wall = time.perf_counter() - started
+            after = cpu_seconds(pids)
+            cpu = {n: (after[n] - before[n]) / wall * 100 for n in after if n in before}
+            # What else ran meanwhile: figures from a shared machine are only comparable
+            # when this is small.
+            cpu["other processes"] = max(
+                (_busy_seconds() - machine_before) / wall * 100 - sum(cpu.values()), 0.0
+            )
+            report(run, cpu, wall, calibrate())
+    finally:
+        if args.keep:
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

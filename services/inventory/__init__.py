@@ -1,0 +1,1 @@
+"""The inventory service: the catalogue and the stock, reserved, committed or released."""

@@ -1,0 +1,90 @@
+"""The inventory app: the kit's app with inventory's routes, handlers, store and seeding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import TypeAdapter
+from redis.exceptions import RedisError
+
+from services.common.app import LIFECYCLE, REDIS, ReadinessCheck, create_app
+from services.common.backoff import Backoff, sleep_unless
+from services.common.redis import REDIS_UNAVAILABLE
+from services.inventory.api import InventoryApi
+from services.inventory.handlers import handlers
+from services.inventory.models import Product
+from services.inventory.settings import InventorySettings
+from services.inventory.store import InventoryStore
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = Path(__file__).with_name("catalog.json")
+
+DESCRIPTION = (
+    "Owns the catalogue and the stock: reserves every line of an order or none (atomically, "
+    "in Lua), commits the reservation when the order is paid and releases it when the payment "
+    "failed. Stock never goes negative."
+)
+
+
+def load_catalog(path: Path = CATALOG_FILE) -> list[Product]:
+    return TypeAdapter(list[Product]).validate_python(json.loads(path.read_text()))
+
+
+async def _seed(
+    store: InventoryStore,
+    catalog: list[Product],
+    initial_stock: int,
+    seeded: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Seed at start-up, retrying while Redis is unreachable (start-up does not wait)."""
+    backoff = Backoff(base=0.2, cap=5.0)
+    while not stop.is_set():
+        try:
+            await store.seed(catalog, initial_stock)
+        except (RedisError, *REDIS_UNAVAILABLE) as exc:
+            delay = backoff.next()
+            log.warning("cannot seed the catalogue: %s; retrying in %.2fs", exc, delay)
+            await sleep_unless(stop, delay)
+            continue
+        seeded.set()
+        log.info("catalogue seeded", extra={"skus": len(catalog)})
+        return
+
+
+def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return event.is_set()
+
+    return probe
+
+
+def build(settings: InventorySettings) -> web.Application:
+    catalog = load_catalog()  # a broken catalogue file stops the start, not the first order
+    store = InventoryStore()
+    api = InventoryApi(store, settings)
+    app = create_app(
+        settings, routes=api.routes(), handlers=handlers(store), description=DESCRIPTION
+    )
+
+    async def attach_and_seed(app: web.Application) -> AsyncIterator[None]:
+        store.attach(app[REDIS])
+        seeded = asyncio.Event()
+        stop = asyncio.Event()
+        # Not ready until the catalogue is in Redis: orders validates SKUs against it.
+        app[LIFECYCLE].checks["catalog"] = ReadinessCheck(_is_set(seeded))
+        task = asyncio.create_task(
+            _seed(store, catalog, settings.INVENTORY_INITIAL_STOCK, seeded, stop)
+        )
+        yield
+        stop.set()
+        await task
+
+    app.cleanup_ctx.append(attach_and_seed)
+    return app

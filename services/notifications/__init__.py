@@ -1,0 +1,1 @@
+"""The notifications service: one notification per terminal order, listed or streamed (SSE)."""

@@ -1,0 +1,1 @@
+"""The orders service: accepts orders and follows each one's saga to CONFIRMED or CANCELLED."""

@@ -1,0 +1,34 @@
+"""The orders app: the kit's app with orders' routes, handlers and store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.common.app import OUTBOX, REDIS, create_app
+from services.orders.api import OrdersApi
+from services.orders.catalogue import Catalogue
+from services.orders.handlers import handlers
+from services.orders.settings import OrdersSettings
+from services.orders.store import OrdersStore
+
+DESCRIPTION = (
+    "Accepts orders (202, PENDING), publishes order.created through the outbox, and records "
+    "the saga's outcome (CONFIRMED or CANCELLED with a reason) with a status timeline."
+)
+
+
+def build(settings: OrdersSettings) -> web.Application:
+    store = OrdersStore()
+    api = OrdersApi(settings, store, Catalogue(settings.ORDERS_CATALOG_TTL))
+    app = create_app(
+        settings, routes=api.routes(), handlers=handlers(store), description=DESCRIPTION
+    )
+
+    async def attach(app: web.Application) -> AsyncIterator[None]:
+        store.attach(app[REDIS], app[OUTBOX])
+        yield
+
+    app.cleanup_ctx.append(attach)
+    return app

@@ -1,0 +1,1 @@
+"""The payments service: charges reserved orders, once each (simulated provider)."""

@@ -1,0 +1,35 @@
+"""The payments app: the kit's app with payments' route, handler and store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.common.app import REDIS, create_app
+from services.payments.api import PaymentsApi
+from services.payments.handlers import Charger, handlers
+from services.payments.settings import PaymentsSettings
+from services.payments.store import PaymentsStore
+
+DESCRIPTION = (
+    "Charges reserved orders (simulated latency and failure rate), once per order, and "
+    "publishes payment.succeeded or payment.failed."
+)
+
+
+def build(settings: PaymentsSettings) -> web.Application:
+    store = PaymentsStore()
+    app = create_app(
+        settings,
+        routes=PaymentsApi(store).routes(),
+        handlers=handlers(store, Charger(settings)),
+        description=DESCRIPTION,
+    )
+
+    async def attach(app: web.Application) -> AsyncIterator[None]:
+        store.attach(app[REDIS])
+        yield
+
+    app.cleanup_ctx.append(attach)
+    return app
