@@ -31,7 +31,7 @@ from infra.runtime.kv import KVError
 
 RUNTIMES = ("local", "compose", "k8s")
 # Runtimes whose adapter exists in this version; the others answer with a clear line.
-AVAILABLE_RUNTIMES = ("local",)
+AVAILABLE_RUNTIMES = ("local", "k8s")
 
 
 def docker_engine_answers() -> bool:

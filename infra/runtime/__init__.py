@@ -32,9 +32,17 @@ __all__ = [
 
 
 def get_runtime(name: str, home: Path | None = None) -> Runtime:
-    """The runtime called ``name``; only ``local`` exists in this version."""
+    """The runtime called ``name``: ``local`` or ``k8s`` (compose has no adapter yet)."""
     if name == "local":
         from infra.local.runtime import LocalRuntime
 
         return LocalRuntime(home)
-    raise RuntimeFailure(f"RUNTIME={name} is not available in this version yet; use RUNTIME=local")
+    if name == "k8s":
+        try:
+            from infra.k8s.runtime import K8sRuntime
+        except ImportError:
+            raise RuntimeFailure(
+                "RUNTIME=k8s needs the kubernetes client: pip install '.[k8s]'"
+            ) from None
+        return K8sRuntime()
+    raise RuntimeFailure(f"meshctl has no {name} adapter yet: use `make up RUNTIME={name}`")

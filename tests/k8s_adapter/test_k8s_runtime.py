@@ -1,0 +1,179 @@
+"""K8sRuntime against the fake API server: status, replicas, scale, HPAs and rolling rollouts."""
+
+from __future__ import annotations
+
+import pytest
+from fake_kube_api import FakeApiServer
+from kubernetes import client
+
+from infra.k8s.runtime import K8sRuntime
+from infra.runtime.base import RuntimeFailure
+from infra.runtime.models import RolloutSpec
+
+
+def patches(api: FakeApiServer, fragment: str) -> list[tuple[str, str, object]]:
+    return [
+        (p, kind, body)
+        for m, p, kind, body in api.cluster.requests
+        if m == "PATCH" and fragment in p
+    ]
+
+
+def test_status_has_the_design_shape(runtime: K8sRuntime) -> None:
+    status = runtime.status()
+    assert status.runtime == "k8s"
+    assert status.gateway is not None
+    assert status.gateway.url == "http://127.0.0.1:8080"
+    assert status.gateway.api_key == "test-key"
+    assert status.gateway.healthy
+    names = [s.name for s in status.services]
+    assert names == ["orders", "payments"]  # the gateway is not a service
+    orders = status.service("orders")
+    assert orders is not None
+    # orders (v1, 3 pods) and the canary Deployment orders-v2 (1 pod) are one service.
+    assert (orders.replicas, orders.healthy) == (4, 4)
+    assert orders.versions == {"v1": 3, "v2": 1}
+    assert orders.desired == {"v1": 3, "v2": 1}
+    assert orders.stable == "v1"
+    assert orders.rollout is None
+    assert status.model_dump(mode="json")["services"][0]["name"] == "orders"
+
+
+def test_replicas_are_pods_with_version_address_and_state(runtime: K8sRuntime) -> None:
+    replicas = runtime.replicas("orders")
+    assert len(replicas) == 4
+    assert sorted(r.version for r in replicas) == ["v1", "v1", "v1", "v2"]
+    first = replicas[0]
+    assert first.service == "orders"
+    assert first.state == "ready" and first.passing
+    assert first.address.endswith(":8080") and first.port == 8080
+    assert first.id.startswith("orders-")
+    assert {r.service for r in runtime.replicas()} == {"gateway", "orders", "payments"}
+
+
+def test_scale_patches_the_scale_subresource_and_the_hpa_floor(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    result = runtime.scale("orders", 5)
+    [(path, kind, body)] = patches(api, "/deployments/orders/scale")
+    assert path == "/apis/apps/v1/namespaces/mesh/deployments/orders/scale"
+    assert kind == "application/strategic-merge-patch+json"
+    assert body == {"spec": {"replicas": 5}}
+    # The orders HPA (1..4) would scale it back: its floor goes up, its ceiling to at least 5.
+    [(hpa_path, _, hpa_body)] = patches(api, "/horizontalpodautoscalers/orders")
+    assert hpa_path.startswith("/apis/autoscaling/v2/namespaces/mesh/")
+    assert hpa_body == {"spec": {"minReplicas": 5, "maxReplicas": 5}}
+    assert result.desired["v1"] == 5
+    assert result.versions["v1"] == 5
+
+
+def test_scale_of_an_unknown_service_is_one_clear_line(runtime: K8sRuntime) -> None:
+    with pytest.raises(RuntimeFailure, match=r'deployments.apps "nope" not found \(404\)'):
+        runtime.scale("nope", 2)
+
+
+def test_autoscale_reads_the_hpas(runtime: K8sRuntime) -> None:
+    state = runtime.autoscale()
+    assert state.enabled
+    assert set(state.services) == {"gateway", "orders", "payments"}
+    [decision] = state.services["orders"]
+    assert (decision.current, decision.desired) == (3, 3)
+    assert (decision.min_replicas, decision.max_replicas) == (1, 4)
+    [cpu] = decision.metrics
+    assert (cpu.name, cpu.value, cpu.target) == ("cpu", 35, 70.0)
+    assert cpu.ratio == pytest.approx(0.5)
+    assert decision.reason.startswith("ValidMetricFound")
+    with pytest.raises(RuntimeFailure, match="HorizontalPodAutoscalers are the autoscaler"):
+        runtime.autoscale(False)
+
+
+def test_rolling_rollout_follows_rollout_status_until_done(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    started = runtime.rollout(RolloutSpec(service="orders", version="v2"))
+    assert started.phase == "progressing"
+    assert (started.stable, started.version, started.strategy) == ("v1", "v2", "rolling")
+    [(_, kind, body)] = patches(api, "/deployments/orders")
+    assert kind == "application/strategic-merge-patch+json"
+    assert isinstance(body, dict)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    assert container == {"name": "app", "env": [{"name": "SERVICE_VERSION", "value": "v2"}]}
+    deployment = api.cluster.deployments["orders"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SERVICE_VERSION"] == "v2" and "POD_NAME" in env  # merged, not replaced
+    with pytest.raises(RuntimeFailure, match="already has a rollout in progress"):
+        runtime.rollout(RolloutSpec(service="orders", version="v3"))
+
+    during = runtime.status().service("orders")
+    assert during is not None and during.rollout == "progressing"
+
+    lines: list[str] = []
+    done = runtime.wait_rollout("orders", timeout=10, interval=0.01, progress=lines.append)
+    assert done.phase == "completed"
+    assert done.message == "deployment 'orders' successfully rolled out"
+    assert done.step == 3 and done.finished_at is not None
+    # The kubectl rule, step by step: spec observed, new replicas, old ones draining.
+    assert "waiting for the deployment spec update to be observed" in lines
+    assert "1 out of 3 new replicas have been updated" in lines
+    assert "1 old replicas are pending termination" in lines
+    orders = runtime.status().service("orders")
+    assert orders is not None
+    assert orders.versions == {"v2": 4}  # 3 from orders, 1 from the canary Deployment
+    assert orders.stable == "v2" and orders.rollout is None
+    with pytest.raises(RuntimeFailure, match="already runs v2"):
+        runtime.rollout(RolloutSpec(service="orders", version="v2"))
+
+
+def test_rollout_fails_on_progress_deadline_exceeded(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    api.cluster.stuck.add("payments")
+    runtime.rollout(RolloutSpec(service="payments", version="v3"))
+    failed = runtime.wait_rollout("payments", timeout=10, interval=0.01)
+    assert failed.phase == "failed"
+    assert failed.message == (
+        "deployment 'payments' exceeded its progress deadline "
+        "(meshctl rollout abort payments goes back to v1)"
+    )
+    # The abort puts the old version back in the template and follows that rollout.
+    api.cluster.stuck.clear()
+    aborting = runtime.rollout_abort("payments")
+    assert aborting.phase == "aborting"
+    assert api.cluster.deployments["payments"]["metadata"]["labels"]["mesh.demo/version"] == "v1"
+    final = runtime.wait_rollout("payments", timeout=10, interval=0.01)
+    assert final.phase == "aborted"
+
+
+def test_what_is_not_implemented_says_so(runtime: K8sRuntime) -> None:
+    with pytest.raises(RuntimeFailure, match="canary rollouts are not implemented on the k8s"):
+        runtime.rollout(RolloutSpec(service="orders", version="v2", strategy="canary"))
+    with pytest.raises(RuntimeFailure, match="bluegreen rollouts are not implemented"):
+        runtime.rollout(RolloutSpec(service="orders", version="v2", strategy="bluegreen"))
+    with pytest.raises(RuntimeFailure, match="nothing to promote"):
+        runtime.rollout_promote("orders")
+    with pytest.raises(RuntimeFailure, match="make k8s-up"):
+        runtime.up()
+    assert runtime.rollout_status("orders") is None
+    with pytest.raises(RuntimeFailure, match="no rollout of orders in progress"):
+        runtime.rollout_abort("orders")
+
+
+def test_kill_replica_deletes_the_pod_without_grace(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    pod = runtime.replicas("payments")[0]
+    killed = runtime.kill_replica(pod.id)
+    assert killed.state == "stopping" and killed.id == pod.id
+    assert api.cluster.deleted_pods == [(pod.id, "0")]
+
+
+def test_an_unreachable_api_server_is_one_line() -> None:
+    configuration = client.Configuration(host="http://127.0.0.1:9")
+    configuration.retries = 0
+    runtime = K8sRuntime(api_client=client.ApiClient(configuration))
+    assert runtime.running() is False
+    with pytest.raises(RuntimeFailure, match="did not answer"):
+        runtime.status()
