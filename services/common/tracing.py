@@ -9,6 +9,7 @@ it); the producer injects W3C ``traceparent`` into the Kafka headers and the con
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -43,7 +44,10 @@ _EXCLUDED_SERVER_URLS = "/healthz,/readyz,/metrics"
 KafkaHeaders = Sequence[tuple[str, bytes | None]]
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    # Looked up once: get_tracer builds a new proxy each call, a measurable cost per span.
+    # setup_tracing runs before any span is made, so the cached one uses the real provider.
     return trace.get_tracer(TRACER_NAME)
 
 

@@ -86,5 +86,7 @@ def build(settings: InventorySettings) -> web.Application:
         stop.set()
         await task
 
+    # After the kit's contexts: Redis is open. The kit does not await between starting the
+    # consumer task and entering this context, so handlers never run before it.
     app.cleanup_ctx.append(attach_and_seed)
     return app

@@ -37,5 +37,7 @@ def build(settings: NotificationsSettings) -> web.Application:
         yield
         await feed.stop()
 
+    # After the kit's contexts: Redis is open. The kit does not await between starting the
+    # consumer task and entering this context, so handlers never run before it.
     app.cleanup_ctx.append(attach)
     return app

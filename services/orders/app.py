@@ -30,5 +30,7 @@ def build(settings: OrdersSettings) -> web.Application:
         store.attach(app[REDIS], app[OUTBOX])
         yield
 
+    # After the kit's contexts: Redis is open. The kit does not await between starting the
+    # consumer task and entering this context, so handlers never run before it.
     app.cleanup_ctx.append(attach)
     return app

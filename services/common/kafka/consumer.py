@@ -60,8 +60,10 @@ class HandlerContext:
     ``tx`` is a Redis transaction pipeline (``MULTI``/``EXEC``): queue the handler's writes
     on it (and emit events with :meth:`emit`); the runner adds the processed marker and
     executes it. Reads go through ``redis``. Read-then-write logic that must be atomic belongs
-    in a Lua script queued on ``tx`` (``tx.evalsha(...)``); such a script can emit events
-    itself with ``outbox.fields(...)`` passed as arguments.
+    in a Lua script queued on ``tx`` with ``tx.eval(...)``, never ``evalsha``: inside MULTI a
+    NOSCRIPT error (after a Redis restart) fails that command alone while EXEC still stores
+    the processed marker, and the effect would be lost. Such a script can emit events itself
+    with ``outbox.fields(...)`` passed as arguments.
     """
 
     topic: str
