@@ -55,7 +55,7 @@ def print_next_steps(gateway: GatewayInfo) -> None:
         f"          curl -s {header} -H 'Content-Type: application/json' "
         f"-d {shlex.quote(SAMPLE_ORDER)} {url}/api/orders"
     )
-    print("load      make load                  (Locust against this gateway)")
+    print("canary    meshctl rollout orders --version v2 --strategy canary")
     print("a trace   meshctl trace ORDER_ID     (the id the POST above answered)")
     print("more      meshctl status | logs SERVICE -f | scale orders=3 | rollout --help")
     print("stop      make down")

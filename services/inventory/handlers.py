@@ -3,9 +3,9 @@ when paid or release it when the payment failed (the saga's compensation)."""
 
 from __future__ import annotations
 
-from services.common.kafka.consumer import Handler, HandlerContext
+from services.common.kafka.consumer import Handler, HandlerContext, event_data
 from services.common.kafka.envelope import Envelope, make_event
-from services.inventory.models import OrderCreatedData, event_data
+from services.inventory.models import OrderCreatedData
 from services.inventory.store import InventoryStore
 
 RESERVED_TOPIC = "inventory.reserved"

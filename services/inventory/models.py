@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from services.common.kafka.consumer import PermanentError
-from services.common.kafka.envelope import Envelope
+from pydantic import BaseModel, ConfigDict, Field
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,11 +52,3 @@ class OrderCreatedData(BaseModel):
     customer_id: str
     items: Annotated[list[OrderLine], Field(min_length=1)]
     total: Annotated[int, Field(ge=0)]
-
-
-def event_data(model: type[M], event: Envelope) -> M:
-    """The event's ``data`` as ``model``; data that does not fit can never be handled."""
-    try:
-        return model.model_validate(event.data)
-    except ValidationError as exc:
-        raise PermanentError(f"invalid {event.type} data: {exc}") from None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from services.common.kafka.consumer import Handler, HandlerContext
+from services.common.kafka.consumer import Handler, HandlerContext, event_data
 from services.common.kafka.envelope import Envelope, utc_now
-from services.notifications.models import Kind, Notification, TerminalData, event_data
+from services.notifications.models import Kind, Notification, TerminalData
 from services.notifications.store import NotificationsStore
 
 CONFIRMED: Kind = "order.confirmed"

@@ -6,10 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
-
-from services.common.kafka.consumer import PermanentError
-from services.common.kafka.envelope import Envelope
+from pydantic import BaseModel, Field
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -54,11 +51,3 @@ class TerminalData(BaseModel):
     reason: str | None = None
     items: list[dict[str, object]] = Field(default_factory=list)
     total: int = 0
-
-
-def event_data(model: type[M], event: Envelope) -> M:
-    """The event's ``data`` as ``model``; data that does not fit can never be handled."""
-    try:
-        return model.model_validate(event.data)
-    except ValidationError as exc:
-        raise PermanentError(f"invalid {event.type} data: {exc}") from None

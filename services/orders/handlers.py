@@ -3,9 +3,9 @@ and publish ``order.confirmed`` or ``order.cancelled`` with the order's summary.
 
 from __future__ import annotations
 
-from services.common.kafka.consumer import Handler, HandlerContext, PermanentError
+from services.common.kafka.consumer import Handler, HandlerContext, PermanentError, event_data
 from services.common.kafka.envelope import Envelope, make_event, utc_now
-from services.orders.models import PaymentData, RejectedData, event_data, iso
+from services.orders.models import PaymentData, RejectedData, iso
 from services.orders.store import OrdersStore
 
 CONFIRMED_TOPIC = "order.confirmed"

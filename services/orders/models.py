@@ -9,11 +9,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
-
-from services.common.kafka.consumer import PermanentError
-from services.common.kafka.envelope import Envelope
 
 # No ":" so that "<customer>:<key>" Redis key names cannot collide.
 CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", examples=["c-1"])]
@@ -103,14 +100,6 @@ class RejectedData(BaseModel):
 
 class PaymentData(BaseModel):
     reason: str | None = None
-
-
-def event_data(model: type[M], event: Envelope) -> M:
-    """The event's ``data`` as ``model``; data that does not fit can never be handled."""
-    try:
-        return model.model_validate(event.data)
-    except ValidationError as exc:
-        raise PermanentError(f"invalid {event.type} data: {exc}") from None
 
 
 def iso(at: datetime) -> str:

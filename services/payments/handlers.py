@@ -6,9 +6,9 @@ import asyncio
 import hashlib
 import random
 
-from services.common.kafka.consumer import Handler, HandlerContext
+from services.common.kafka.consumer import Handler, HandlerContext, event_data
 from services.common.kafka.envelope import Envelope, make_event, utc_now
-from services.payments.models import Payment, ReservedData, event_data
+from services.payments.models import Payment, ReservedData
 from services.payments.settings import PaymentsSettings
 from services.payments.store import PaymentsStore
 

@@ -24,14 +24,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import Span
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.asyncio.client import Pipeline
 
 from services.common.backoff import Backoff, sleep_unless
@@ -51,6 +51,18 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the message goes to the DLQ at once."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def event_data(model: type[M], event: Envelope) -> M:
+    """The event's ``data`` as ``model``; data that does not fit can never be handled, so it
+    goes straight to the DLQ instead of being retried."""
+    try:
+        return model.model_validate(event.data)
+    except ValidationError as exc:
+        raise PermanentError(f"invalid {event.type} data: {exc}") from None
 
 
 @dataclass
