@@ -93,6 +93,31 @@ k8s-status: ## Show workloads, autoscalers, budgets, Services and pods of the me
 k8s-validate: install ## Build every overlay and component combination and check them offline
 	$(BIN)/python -m pytest tests/k8s -q
 
+# -- load (Locust against the running platform; see loadtests/README.md) -----------------------
+LOCUST_PORT ?= 8089
+.PHONY: load
+
+load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT, or HEADLESS=1 USERS=10 RATE=2 DURATION=1m; OPEN=1 ARRIVALS=5 (arrivals/s per user); SHAPE=steady|step|spike|soak
+	@gateway=$$($(MESHCTL) status --json 2>/dev/null | $(BIN)/python -c 'import json, sys; g = json.load(sys.stdin).get("gateway") or {}; print(g.get("url") or "", g.get("api_key") or "")' 2>/dev/null); \
+	read -r url key <<< "$$gateway"; \
+	if [ -z "$$url" ] || [ -z "$$key" ]; then echo "load: the platform is not running (make up first)" >&2; exit 1; fi; \
+	export MESH_API_KEY="$$key" $(if $(OPEN),LOAD_MODE=open) $(if $(ARRIVALS),LOAD_USER_RATE=$(ARRIVALS)) \
+	  $(if $(SHAPE),LOAD_SHAPE=$(SHAPE) $(if $(USERS),LOAD_USERS=$(USERS)) $(if $(RATE),LOAD_SPAWN_RATE=$(RATE)) $(if $(DURATION),LOAD_DURATION=$(DURATION))); \
+	args=(-f loadtests/locustfile.py --host "$$url" $(if $(SHAPE),,-u $(or $(USERS),10) -r $(or $(RATE),2))); \
+	if [ -n "$(HEADLESS)" ]; then \
+	  exec $(BIN)/locust "$${args[@]}" --headless $(if $(SHAPE),,-t $(or $(DURATION),1m)); \
+	else \
+	  echo "Locust web UI: http://127.0.0.1:$(LOCUST_PORT)  (load on $$url; Ctrl-C stops)"; \
+	  exec $(BIN)/locust "$${args[@]}" --web-host 127.0.0.1 --web-port $(LOCUST_PORT); \
+	fi
+
+# -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
+.PHONY: drill
+
+drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart [DURATION=60s]
+	@test -n "$(NAME)" || { $(MESHCTL) drill list; echo "usage: make drill NAME=rolling [DURATION=60s]" >&2; exit 2; }
+	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION))
+
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
 .PHONY: bench bench-tools bench-gateway bench-saga
 

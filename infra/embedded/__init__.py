@@ -29,6 +29,7 @@ from infra.embedded.parts import (
     SPECS,
     PartRecord,
     Started,
+    restart_part,
     start_part,
 )
 from infra.kafka.admin import ensure_topics
@@ -108,8 +109,11 @@ class Infra:
         return {name: PartRecord.from_json(rec) for name, rec in data.get("parts", {}).items()}
 
     def _save(self) -> None:
+        self._write({s.record.name: s.record for s in self._started})
+
+    def _write(self, records: Mapping[str, PartRecord]) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        parts = {s.record.name: s.record.to_json() for s in self._started}
+        parts = {name: rec.to_json() for name, rec in records.items()}
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"parts": parts}, indent=2))
         tmp.replace(self.state_path)
@@ -128,6 +132,47 @@ class Infra:
         """True when a state file names parts and every embedded one is still alive."""
         recs = self.records()
         return bool(recs) and all(r.pid is None or _owns(r) for r in recs.values())
+
+    # -- outages (the broker-restart drill) --------------------------------------------------
+    def stop_part(self, name: str, timeout: float = 10.0) -> None:
+        """Stop one embedded part as an outage would; :meth:`start_part` brings it back at
+        the same address. The other parts and the platform keep running."""
+        records = self.records()
+        rec = self._record(records, name)
+        if rec.source == EXTERNAL:
+            raise StartError(f"{name} is external ({rec.env_var}): stop it where it runs")
+        if rec.stopped:
+            return
+        if _owns(rec):
+            assert rec.pid is not None
+            terminate_group(rec.pid, timeout)
+        rec.pid, rec.stopped = None, True
+        self._started = [s for s in self._started if s.record.name != name]
+        self._write(records)
+
+    def start_part(self, name: str) -> None:
+        """Start a part stopped by :meth:`stop_part`; for Kafka, create the topics again
+        (tansu keeps them in memory, so a restarted broker has none)."""
+        records = self.records()
+        rec = self._record(records, name)
+        if not rec.stopped:
+            return
+        spec = next(s for s in SPECS if s.name == name)
+        started = restart_part(spec, rec, self.home, detached=self.detached, progress=self.progress)
+        records[name] = started.record
+        if self._started:  # this instance started the others: it owns this one too
+            self._started.append(started)
+        self._write(records)
+        if spec is KAFKA:
+            created = asyncio.run(ensure_topics(started.record.address))
+            self.progress(f"kafka: created {len(created)} topics")
+
+    @staticmethod
+    def _record(records: Mapping[str, PartRecord], name: str) -> PartRecord:
+        if name not in records:
+            known = ", ".join(records) or "none: is the infrastructure up?"
+            raise StartError(f"no infrastructure part {name!r} (known: {known})")
+        return records[name]
 
     # -- lifecycle -------------------------------------------------------------------------
     def up(self) -> Endpoints:
@@ -179,9 +224,12 @@ class Infra:
             if rec is None:
                 out.append({"name": spec.name, "state": "stopped", "healthy": False})
                 continue
-            alive = rec.pid is None or _owns(rec)
+            alive = not rec.stopped and (rec.pid is None or _owns(rec))
             healthy = alive and spec.probe(rec.address)
             state = "running" if healthy else ("unhealthy" if alive else "dead")
+            if rec.stopped:
+                state = "stopped"
+
             if rec.source == EXTERNAL:
                 state = "reachable" if healthy else "unreachable"
             out.append(

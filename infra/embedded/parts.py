@@ -42,6 +42,8 @@ class PartRecord:
     argv: list[str] = field(default_factory=list)
     log: str | None = None
     started_at: float = field(default_factory=time.time)
+    # Stopped on purpose (an outage drill) and to be started again at the same address.
+    stopped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +206,43 @@ def start_part(
     argv, source = _argv(spec, home, port, environ)
     address = _address(spec, port)
     log = home / "logs" / f"{spec.name}.log"
-    process = ManagedProcess(spec.name, argv, log_path=log, cwd=home, detached=detached)
+    return _launch(
+        spec,
+        PartRecord(spec.name, source, address, spec.env_var, None, argv, str(log)),
+        home,
+        detached=detached,
+        progress=progress,
+    )
+
+
+def restart_part(
+    spec: PartSpec,
+    record: PartRecord,
+    home: Path,
+    *,
+    detached: bool,
+    progress: Callable[[str], None],
+) -> Started:
+    """Start a stopped part again with the same command line, so at the same address."""
+    if record.source == EXTERNAL:
+        raise StartError(f"{spec.name} is external ({spec.env_var}): start it where it runs")
+    host, port = probes.host_port(record.address)
+    if port_in_use(port, host):
+        raise StartError(f"{spec.name}: port {port} was taken while it was stopped")
+    return _launch(spec, record, home, detached=detached, progress=progress)
+
+
+def _launch(
+    spec: PartSpec,
+    record: PartRecord,
+    home: Path,
+    *,
+    detached: bool,
+    progress: Callable[[str], None],
+) -> Started:
+    address = record.address
+    log = Path(record.log or home / "logs" / f"{spec.name}.log")
+    process = ManagedProcess(spec.name, record.argv, log_path=log, cwd=home, detached=detached)
     started_at = time.monotonic()
     process.start()
     try:
@@ -219,6 +257,8 @@ def start_part(
         process.stop(timeout=3)
         raise StartError(f"{exc}" + (f"; its log ends: {tail}" if tail else "")) from None
     elapsed = time.monotonic() - started_at
-    progress(f"{spec.name}: {source} on {address}, answering after {elapsed:.2f}s")
-    record = PartRecord(spec.name, source, address, spec.env_var, process.pid, argv, str(log))
-    return Started(record, process)
+    progress(f"{spec.name}: {record.source} on {address}, answering after {elapsed:.2f}s")
+    started = PartRecord(
+        spec.name, record.source, address, spec.env_var, process.pid, record.argv, str(log)
+    )
+    return Started(started, process)

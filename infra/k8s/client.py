@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -27,6 +28,15 @@ def default_api_client() -> client.ApiClient:
         return client.ApiClient()
 
 
+@dataclass(frozen=True)
+class ProxyAnswer:
+    """What a pod answered through the API server's proxy (any status, headers lower-case)."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+
 class Kube:
     """The three API groups the runtime uses, with errors as :class:`RuntimeFailure`."""
 
@@ -46,6 +56,47 @@ class Kube:
             raise RuntimeFailure(
                 f"{what}: the API server at {self.host} did not answer ({exc})"
             ) from None
+
+    def proxy_get(
+        self,
+        path: str,
+        query: list[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> ProxyAnswer:
+        """``GET`` through the API server's proxy subresource (``.../pods/NAME:PORT/proxy/...``,
+        ``.../services/NAME:PORT/proxy/...``), so meshctl reaches pods with nothing but its
+        kubeconfig. The generated ``connect_get_*_proxy_with_path`` methods would percent-encode
+        the slashes of a sub-path and take no headers, hence ``call_api`` with the path as is.
+        """
+        try:
+            response = self.api_client.call_api(
+                path,
+                "GET",
+                query_params=query or [],
+                header_params={"Accept": "*/*", **(headers or {})},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            if not exc.status:
+                raise RuntimeFailure(f"GET {path}: {exc.reason}") from None
+            # The pod's own error answer (or the API server's, when the pod is unreachable).
+            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+            return ProxyAnswer(exc.status, _lower(exc.headers), str(body or ""))
+        except (HTTPError, OSError) as exc:
+            raise RuntimeFailure(
+                f"GET {path}: the API server at {self.host} did not answer ({exc})"
+            ) from None
+        return ProxyAnswer(
+            response.status, _lower(response.headers), response.data.decode(errors="replace")
+        )
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
 
 
 def not_found(exc: RuntimeFailure) -> bool:

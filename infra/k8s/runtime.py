@@ -1,7 +1,10 @@
 """``K8sRuntime``: the :class:`~infra.runtime.base.Runtime` of the ``k8s/`` manifests.
 
-Everything is read from and written to the API server (Deployments, ReplicaSets, Pods, HPAs in
-one namespace); nothing is kept in-process but the progress lines of a rollout being watched.
+Everything is read from and written to the API server (Deployments, ReplicaSets, Pods, HPAs,
+StatefulSets in one namespace), gateway metrics and smoke requests included (through its proxy
+subresource), so meshctl needs a kubeconfig and nothing else but Consul (see
+:meth:`K8sRuntime.consul_address`). Only the application tier (``mesh.demo/tier=app``) counts
+as services; the StatefulSets of ``mesh.demo/tier=infra`` are the infrastructure.
 
 - ``scale`` patches the Deployment's scale subresource. When an HPA targets the Deployment it
   would undo that, so its ``minReplicas`` is raised to the count (``maxReplicas`` too if it is
@@ -11,8 +14,10 @@ one namespace); nothing is kept in-process but the progress lines of a rollout b
   goes into the Deployment's label and the pod template's annotation (the selector, and so the
   template labels, cannot change), and the rollout record into an annotation. Its status is
   the ``kubectl rollout status`` rule; an abort rolls the template back to the old version.
-- Blue-green and canary (versioned Deployments plus gateway weights) are not implemented here
-  yet; they raise :class:`RuntimeFailure`.
+- Blue-green and canary are the shared strategies of ``infra/local/rollouts``, driven by this
+  meshctl process (:mod:`infra.k8s.driver`) against versioned Deployments and the gateway
+  weights in Consul KV (:mod:`infra.k8s.target`).
+- ``stop_infra``/``start_infra`` scale a StatefulSet to 0 and back to the count it had.
 """
 
 from __future__ import annotations
@@ -23,9 +28,27 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from infra.k8s.client import Kube
+from infra.k8s.client import Kube, not_found
+from infra.k8s.driver import RolloutDriver
+from infra.k8s.objects import (
+    APPS,
+    COMPONENT,
+    INFRA,
+    NAME,
+    ROLLOUT,
+    TIER,
+    VERSION,
+    VERSION_ENV,
+    deployment_version,
+    rollout_record,
+    selector,
+    template_version,
+    version_container,
+)
 from infra.k8s.rollout_rule import deployment_rollout
+from infra.k8s.target import K8sTarget
 from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
+from infra.runtime.kv import KVError
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
@@ -39,12 +62,11 @@ from infra.runtime.models import (
     ServiceStatus,
 )
 
-NAME = "app.kubernetes.io/name"
-COMPONENT = "app.kubernetes.io/component"
-VERSION = "mesh.demo/version"
-ROLLOUT = "mesh.demo/rollout"  # the rollout record (JSON) on the Deployment
-VERSION_ENV = "SERVICE_VERSION"
 DEFAULT_PORT = 8080
+# The infrastructure parts and their StatefulSets (k8s/base/infra).
+INFRA_STATEFULSETS = {"kafka": "kafka", "redis": "redis", "consul": "consul"}
+STOPPED = "mesh.demo/stopped-replicas"  # on a StatefulSet stop_infra scaled to 0: the count
+INFRA_TIMEOUT = 300.0
 
 
 class K8sRuntime(Runtime):
@@ -55,17 +77,24 @@ class K8sRuntime(Runtime):
         namespace: str = "mesh",
         api_client: Any = None,
         environ: Mapping[str, str] | None = None,
+        poll_interval: float = 0.5,
     ) -> None:
         env = os.environ if environ is None else environ
         self.namespace = namespace
+        self.poll_interval = poll_interval  # between two reads when waiting on the cluster
         self._api_client = api_client
         self._kube: Kube | None = None
         # Where the port-forwards of k8s/README.md put the gateway and Consul.
         self.gateway_url = env.get("MESH_GATEWAY_URL", "http://127.0.0.1:8080")
         self.api_key = env.get("MESH_API_KEY", "")
-        self.consul_url = env.get("MESH_CONSUL_ADDR", "http://127.0.0.1:8500")
+        self.consul_url = (
+            env.get("MESH_CONSUL_ADDR") or env.get("CONSUL_HTTP_ADDR") or "http://127.0.0.1:8500"
+        )
         self._events: dict[str, list[RolloutEvent]] = {}  # progress lines seen per rollout
         self._finished_at: dict[str, float] = {}
+        self._gateway: str | None = None
+        self.target = K8sTarget(self)
+        self.driver = RolloutDriver(self.target, self._check_rollout)
 
     @property
     def kube(self) -> Kube:
@@ -73,30 +102,56 @@ class K8sRuntime(Runtime):
             self._kube = Kube(self._api_client)
         return self._kube
 
+    def close(self) -> None:
+        """Roll back a blue-green or canary rollout still running in this process, stop its
+        thread. meshctl need not call it: its exit waits for (or rolls back) the rollout."""
+        self.driver.close()
+
     # -- reads ---------------------------------------------------------------------------------
-    def _deployments(self, service: str | None = None) -> list[Any]:
-        selector = f"{NAME}={service}" if service else NAME
+    def deployments(self, service: str | None = None) -> list[Any]:
+        label_selector = f"{APPS},{NAME}={service}" if service else f"{APPS},{NAME}"
         k = self.kube
         listed = k.call(
             "list deployments",
             k.apps.list_namespaced_deployment,
             self.namespace,
-            label_selector=selector,
+            label_selector=label_selector,
         )
         return list(listed.items)
 
-    def _deployment(self, name: str) -> Any:
+    def deployment(self, name: str) -> Any:
         k = self.kube
         return k.call(f"deployment {name}", k.apps.read_namespaced_deployment, name, self.namespace)
 
+    def deployment_or_none(self, name: str) -> Any:
+        try:
+            return self.deployment(name)
+        except RuntimeFailure as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def deployment_version(self, name: str) -> str:
+        return deployment_version(self.deployment(name))
+
     def _replica_sets(self, service: str | None = None) -> list[Any]:
-        selector = f"{NAME}={service}" if service else NAME
+        label_selector = f"{APPS},{NAME}={service}" if service else f"{APPS},{NAME}"
         k = self.kube
         listed = k.call(
             "list replicasets",
             k.apps.list_namespaced_replica_set,
             self.namespace,
-            label_selector=selector,
+            label_selector=label_selector,
+        )
+        return list(listed.items)
+
+    def pods(self, labels: Mapping[str, str]) -> list[Any]:
+        k = self.kube
+        listed = k.call(
+            "list pods",
+            k.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=selector(dict(labels)),
         )
         return list(listed.items)
 
@@ -114,6 +169,92 @@ class K8sRuntime(Runtime):
             if h.spec.scale_target_ref.kind == "Deployment"
         }
 
+    def gateway_name(self) -> str:
+        """The gateway's service name: the app Deployment labelled component=gateway."""
+        if self._gateway is None:
+            k = self.kube
+            listed = k.call(
+                "list deployments",
+                k.apps.list_namespaced_deployment,
+                self.namespace,
+                label_selector=f"{APPS},{COMPONENT}=gateway",
+            )
+            if not listed.items:
+                raise RuntimeFailure(f"no gateway Deployment in namespace {self.namespace}")
+            self._gateway = str(listed.items[0].metadata.labels[NAME])
+        return self._gateway
+
+    def serialize(self, obj: Any) -> dict[str, Any]:
+        """An API object as its JSON document (camelCase), to copy or send back."""
+        document: dict[str, Any] = self.kube.api_client.sanitize_for_serialization(obj)
+        return document
+
+    # -- writes the rollout target uses --------------------------------------------------------
+    def create_deployment(self, body: dict[str, Any]) -> None:
+        k = self.kube
+        name = body["metadata"]["name"]
+        k.call(
+            f"create deployment {name}",
+            k.apps.create_namespaced_deployment,
+            self.namespace,
+            body,
+        )
+
+    def replace_deployment(self, body: dict[str, Any]) -> None:
+        """PUT (with the resourceVersion read): a conflicting writer makes it fail, not merge."""
+        k = self.kube
+        name = body["metadata"]["name"]
+        k.call(
+            f"replace deployment {name}",
+            k.apps.replace_namespaced_deployment,
+            name,
+            self.namespace,
+            body,
+        )
+
+    def delete_versioned(self, name: str) -> None:
+        """Delete a versioned Deployment (its pods terminate gracefully) and an HPA of it."""
+        k = self.kube
+        for what, fn, target in (
+            (f"delete deployment {name}", k.apps.delete_namespaced_deployment, name),
+            *(
+                (
+                    f"delete horizontalpodautoscaler {hpa.metadata.name}",
+                    k.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
+                    hpa.metadata.name,
+                )
+                for scaled, hpa in self._hpas().items()
+                if scaled == name
+            ),
+        ):
+            try:
+                k.call(what, fn, target, self.namespace, propagation_policy="Background")
+            except RuntimeFailure as exc:
+                if not not_found(exc):
+                    raise
+
+    def scale_deployment(self, name: str, replicas: int, *, hpa_floor: bool) -> None:
+        k = self.kube
+        k.call(
+            f"scale deployment {name}",
+            k.apps.patch_namespaced_deployment_scale,
+            name,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
+        )
+        if not hpa_floor or replicas == 0:
+            return
+        hpa = self._hpas().get(name)
+        if hpa is not None:
+            spec = {"minReplicas": replicas, "maxReplicas": max(replicas, hpa.spec.max_replicas)}
+            k.call(
+                f"horizontalpodautoscaler {hpa.metadata.name}",
+                k.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
+                hpa.metadata.name,
+                self.namespace,
+                {"spec": spec},
+            )
+
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, progress: Progress = quiet) -> PlatformStatus:
         raise RuntimeFailure("on k8s, start the platform with make k8s-up (kustomize + kubectl)")
@@ -123,14 +264,14 @@ class K8sRuntime(Runtime):
 
     def running(self) -> bool:
         try:
-            deployments = self._deployments()
+            deployments = self.deployments()
         except RuntimeFailure:
             return False
         return any((d.status.ready_replicas or 0) > 0 for d in deployments)
 
     # -- state ---------------------------------------------------------------------------------
     def status(self) -> PlatformStatus:
-        deployments = self._deployments()
+        deployments = self.deployments()
         replica_sets = self._replica_sets()
         by_service: dict[str, list[Any]] = {}
         for d in deployments:
@@ -152,7 +293,7 @@ class K8sRuntime(Runtime):
             runtime=self.name,
             gateway=gateway,
             services=[s for s in services if s.kind != "gateway"],
-            infra={},
+            infra=self._infra_status(),
         )
 
     def _service_status(
@@ -163,21 +304,25 @@ class K8sRuntime(Runtime):
         kind = "http"
         rollout: str | None = None
         for d in deployments:
-            version = _deployment_version(d)
+            version = template_version(d.spec.template)
             desired[version] = desired.get(version, 0) + (d.spec.replicas or 0)
             if d.metadata.name == service:
-                stable = version
+                stable = deployment_version(d)
                 if d.metadata.labels.get(COMPONENT) == "gateway":
                     kind = "gateway"
-                if _record(d) is not None:
+                if rollout_record(d) is not None:
                     state = deployment_rollout(d).state
                     rollout = {"done": None, "waiting": "progressing"}.get(state, state)
+        weights = None
+        driven = self.driver.get(service)
+        if driven is not None and not driven.finished:
+            rollout, weights = driven.phase, driven.weights
         # Running pods per version: a rolling update has two ReplicaSets of one Deployment.
         versions: dict[str, int] = {}
         for rs in replica_sets:
             if rs.metadata.labels.get(NAME) != service or not (rs.status.replicas or 0):
                 continue
-            version = _template_version(rs.spec.template)
+            version = template_version(rs.spec.template)
             versions[version] = versions.get(version, 0) + rs.status.replicas
         return ServiceStatus(
             name=service,
@@ -187,18 +332,35 @@ class K8sRuntime(Runtime):
             desired=desired,
             stable=stable,
             kind=kind,
+            weights=weights,
             rollout=rollout,
         )
 
+    def _infra_status(self) -> dict[str, dict[str, Any]]:
+        by_name = {s.metadata.name: s for s in self._statefulsets()}
+        out: dict[str, dict[str, Any]] = {}
+        for part, name in INFRA_STATEFULSETS.items():
+            sts = by_name.get(name)
+            if sts is None:
+                continue
+            replicas, ready = sts.spec.replicas or 0, sts.status.ready_replicas or 0
+            out[part] = {
+                "address": None,  # in-cluster only (kubectl port-forward to reach it)
+                "source": f"statefulset/{name}",
+                "healthy": replicas > 0 and ready >= replicas,
+                "replicas": replicas,
+                "ready": ready,
+            }
+        return out
+
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
-        selector = f"{NAME}={service}" if service else NAME
-        k = self.kube
-        pods = k.call(
-            "list pods", k.core.list_namespaced_pod, self.namespace, label_selector=selector
-        )
-        return [_replica(p) for p in pods.items]
+        labels = {TIER: "app", NAME: service} if service else {TIER: "app"}
+        return [_replica(p) for p in self.pods(labels)]
 
     def consul_address(self) -> str:
+        """Consul is inside the cluster: meshctl reaches it through
+        ``kubectl -n mesh port-forward svc/consul 8500:8500`` at ``MESH_CONSUL_ADDR`` (else
+        ``CONSUL_HTTP_ADDR``, else ``http://127.0.0.1:8500``). The traffic weights live there."""
         return self.consul_url
 
     def consumer_lag(self, service: str) -> float | None:
@@ -208,27 +370,12 @@ class K8sRuntime(Runtime):
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         if replicas < 0:
             raise RuntimeFailure(f"replicas must be 0 or more, not {replicas}")
-        k = self.kube
-        k.call(
-            f"scale deployment {service}",
-            k.apps.patch_namespaced_deployment_scale,
-            service,
-            self.namespace,
-            {"spec": {"replicas": replicas}},
-        )
-        hpa = self._hpas().get(service)
-        if hpa is not None and replicas > 0:
-            spec = {"minReplicas": replicas, "maxReplicas": max(replicas, hpa.spec.max_replicas)}
-            k.call(
-                f"horizontalpodautoscaler {hpa.metadata.name}",
-                k.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-                hpa.metadata.name,
-                self.namespace,
-                {"spec": spec},
+        if self.driver.active(service):
+            raise RuntimeFailure(
+                f"{service} has a rollout in progress: wait for it or abort it first"
             )
-        return self._service_status(
-            service, self._deployments(service), self._replica_sets(service)
-        )
+        self.scale_deployment(service, replicas, hpa_floor=True)
+        return self._service_status(service, self.deployments(service), self._replica_sets(service))
 
     def kill_replica(self, replica_id: str, signal: str = "KILL") -> ReplicaInfo:
         k = self.kube
@@ -255,16 +402,116 @@ class K8sRuntime(Runtime):
             services={name: [_decision(name, hpa)] for name, hpa in sorted(hpas.items())},
         )
 
+    # -- infrastructure ------------------------------------------------------------------------
+    def _statefulsets(self) -> list[Any]:
+        k = self.kube
+        listed = k.call(
+            "list statefulsets",
+            k.apps.list_namespaced_stateful_set,
+            self.namespace,
+            label_selector=INFRA,
+        )
+        return list(listed.items)
+
+    def _statefulset(self, part: str) -> Any:
+        name = INFRA_STATEFULSETS.get(part)
+        if name is None:
+            raise RuntimeFailure(
+                f"unknown infrastructure part {part!r} (known: {', '.join(INFRA_STATEFULSETS)})"
+            )
+        k = self.kube
+        return k.call(
+            f"statefulset {name}", k.apps.read_namespaced_stateful_set, name, self.namespace
+        )
+
+    def stop_infra(self, part: str, *, timeout: float = INFRA_TIMEOUT) -> None:
+        """Scale the part's StatefulSet to 0 and wait until its pods are gone. The count it had
+        goes into an annotation first, so ``start_infra`` finds it from any meshctl."""
+        sts = self._statefulset(part)
+        name = sts.metadata.name
+        if part == "kafka":
+            _check_keeps_topics(sts)
+        replicas = sts.spec.replicas if sts.spec.replicas is not None else 1
+        if replicas > 0:
+            self._patch_statefulset(name, {"metadata": {"annotations": {STOPPED: str(replicas)}}})
+            self._scale_statefulset(name, 0)
+        self._wait_statefulset(part, 0, timeout, quiet)
+
+    def start_infra(
+        self, part: str, progress: Progress = quiet, *, timeout: float = INFRA_TIMEOUT
+    ) -> None:
+        """Scale the part's StatefulSet back to the count ``stop_infra`` recorded and wait until
+        every pod is ready.
+
+        Kafka's topics need no new ``kafka-topics`` Job: the brokers keep their log and KRaft
+        metadata directories (``KAFKA_LOG_DIRS``) on the StatefulSet's PersistentVolumeClaims,
+        which a scale to 0 keeps (``stop_infra`` refuses a StatefulSet that would lose them),
+        so the topics come back with the brokers. Pods re-register in a restarted Consul by
+        themselves; its KV (the traffic weights) is on a volume too. A ``kubectl
+        port-forward`` to a stopped pod ends with it: start it again after ``start_infra``.
+        """
+        sts = self._statefulset(part)
+        name = sts.metadata.name
+        recorded = (sts.metadata.annotations or {}).get(STOPPED)
+        want = int(recorded) if recorded and recorded.isdigit() else (sts.spec.replicas or 1)
+        if sts.spec.replicas != want:
+            self._scale_statefulset(name, want)
+        self._wait_statefulset(part, want, timeout, progress)
+        if recorded is not None:
+            self._patch_statefulset(name, {"metadata": {"annotations": {STOPPED: None}}})
+
+    def _patch_statefulset(self, name: str, patch: dict[str, Any]) -> None:
+        k = self.kube
+        k.call(
+            f"patch statefulset {name}",
+            k.apps.patch_namespaced_stateful_set,
+            name,
+            self.namespace,
+            patch,
+        )
+
+    def _scale_statefulset(self, name: str, replicas: int) -> None:
+        k = self.kube
+        k.call(
+            f"scale statefulset {name}",
+            k.apps.patch_namespaced_stateful_set_scale,
+            name,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def _wait_statefulset(
+        self, part: str, replicas: int, timeout: float, progress: Progress
+    ) -> None:
+        said: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            sts = self._statefulset(part)
+            status = sts.status
+            observed = (status.observed_generation or 0) >= (sts.metadata.generation or 0)
+            running, ready = status.replicas or 0, status.ready_replicas or 0
+            line = f"{part}: {ready}/{replicas} ready, {running} running"
+            if not said or said[-1] != line:
+                progress(line)
+                said.append(line)
+            if observed and running == replicas and ready == replicas:
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeFailure(f"{line} after {timeout:.0f}s")
+            time.sleep(self.poll_interval)
+
     # -- rollouts ------------------------------------------------------------------------------
     def rollout(self, spec: RolloutSpec) -> RolloutStatus:
         if spec.strategy != "rolling":
+            return self.driver.start(spec)
+        if self.driver.active(spec.service):
             raise RuntimeFailure(
-                f"{spec.strategy} rollouts are not implemented on the k8s runtime yet; "
-                "use --strategy rolling"
+                f"{spec.service} already has a rollout in progress "
+                f"(meshctl rollout status|abort {spec.service})"
             )
-        deployment = self._deployment(spec.service)
-        stable = _deployment_version(deployment)
-        record = _record(deployment)
+        deployment = self.deployment(spec.service)
+        stable = deployment_version(deployment)
+        record = rollout_record(deployment)
         if record is not None and deployment_rollout(deployment).state == "waiting":
             raise RuntimeFailure(
                 f"{spec.service} already has a rollout in progress "
@@ -281,18 +528,78 @@ class K8sRuntime(Runtime):
             "started_at": time.time(),
             "state": "progressing",
         }
-        self._set_version(deployment, spec.version, record)
-        state = self.rollout_status(spec.service)
+        self.set_version(deployment, spec.version, record)
+        state = self._rolling_status(spec.service)
         assert state is not None
         return state
 
-    def _set_version(self, deployment: Any, version: str, record: dict[str, Any]) -> None:
-        """Patch (strategic merge) the version into the Deployment and its pod template."""
-        container = _version_container(deployment)
+    def _check_rollout(self, spec: RolloutSpec) -> str:
+        """Before a blue-green or canary (on the rollout thread): what would make it fail
+        half-way, refused now. Returns the stable version."""
+        service = spec.service
+        deployment = self.deployment(service)
+        if (deployment.metadata.labels or {}).get(COMPONENT) == "gateway":
+            raise RuntimeFailure(
+                "the gateway weighs the services' versions, not its own: "
+                "roll it out with --strategy rolling"
+            )
+        record = rollout_record(deployment)
+        if record is not None and deployment_rollout(deployment).state == "waiting":
+            raise RuntimeFailure(
+                f"{service} has a rolling rollout in progress "
+                f"(meshctl rollout status|abort {service})"
+            )
+        stable = deployment_version(deployment)
+        match = dict(deployment.spec.selector.match_labels or {})
+        if VERSION not in match:
+            raise RuntimeFailure(
+                f"deployment {service} does not select on {VERSION}: "
+                "its pods and those of another version would mix"
+            )
+        if match[VERSION] == spec.version and spec.version != stable:
+            raise RuntimeFailure(
+                f"{service}-{spec.version} would select the pods of deployment {service} "
+                f"({VERSION}={spec.version} is in its selector): go back to {spec.version} "
+                "with --strategy rolling"
+            )
+        for other in self.deployments(service):
+            version = template_version(other.spec.template)
+            if other.metadata.name == service or not other.spec.replicas:
+                continue
+            if version not in (stable, spec.version):
+                raise RuntimeFailure(
+                    f"{other.metadata.name} runs {version} beside {service}: the weights name "
+                    f"two versions only; scale it to 0 or delete it first "
+                    f"(kubectl -n {self.namespace} delete deployment {other.metadata.name})"
+                )
+        try:
+            self.weights(service)
+        except KVError as exc:
+            raise RuntimeFailure(
+                f"{exc}: the weights live in Consul; kubectl -n {self.namespace} port-forward "
+                "svc/consul 8500:8500 and set MESH_CONSUL_ADDR"
+            ) from None
+        smoking = spec.strategy == "bluegreen" and spec.smoke_requests > 0
+        if smoking and not self.api_key and self.target.smoke_path(service):
+            raise RuntimeFailure(
+                "blue-green's smoke requests need the gateway's API key in MESH_API_KEY "
+                "(k8s/README.md), or --smoke-requests 0"
+            )
+        return stable
+
+    def set_version(self, deployment: Any, version: str, record: dict[str, Any] | None) -> None:
+        """Patch (strategic merge) the version into the Deployment and its pod template; the
+        rolling record goes into an annotation (``None`` removes it)."""
+        try:
+            container = version_container(deployment)
+        except ValueError as exc:
+            raise RuntimeFailure(str(exc)) from None
         patch = {
             "metadata": {
                 "labels": {VERSION: version},
-                "annotations": {ROLLOUT: json.dumps(record, sort_keys=True)},
+                "annotations": {
+                    ROLLOUT: json.dumps(record, sort_keys=True) if record is not None else None
+                },
             },
             "spec": {
                 "template": {
@@ -316,8 +623,17 @@ class K8sRuntime(Runtime):
         )
 
     def rollout_status(self, service: str) -> RolloutStatus | None:
-        deployment = self._deployment(service)
-        record = _record(deployment)
+        driven = self.driver.get(service)
+        if driven is not None and not driven.finished:
+            return driven  # a rolling update cannot run beside it: no need to read one
+        rolling = self._rolling_status(service)
+        if driven is None or (rolling is not None and rolling.started_at > driven.started_at):
+            return rolling
+        return driven
+
+    def _rolling_status(self, service: str) -> RolloutStatus | None:
+        deployment = self.deployment(service)
+        record = rollout_record(deployment)
         if record is None:
             return None
         rule = deployment_rollout(deployment)
@@ -354,60 +670,50 @@ class K8sRuntime(Runtime):
         )
 
     def rollout_abort(self, service: str) -> RolloutStatus:
-        deployment = self._deployment(service)
-        record = _record(deployment)
+        if self.driver.active(service):
+            return self.driver.abort(service)
+        deployment = self.deployment(service)
+        record = rollout_record(deployment)
         state = deployment_rollout(deployment).state if record else None
         if record is None or (state == "done" and record.get("state") != "aborting"):
-            raise RuntimeFailure(f"no rollout of {service} in progress")
+            raise RuntimeFailure(self._no_rollout(service))
         if record.get("state") != "aborting":
             # Like `kubectl rollout undo`: the old template again, so the old ReplicaSet returns.
-            self._set_version(deployment, record["stable"], {**record, "state": "aborting"})
-        status = self.rollout_status(service)
+            self.set_version(deployment, record["stable"], {**record, "state": "aborting"})
+        status = self._rolling_status(service)
         assert status is not None
         return status
 
     def rollout_promote(self, service: str) -> RolloutStatus:
-        raise RuntimeFailure("a rolling update has nothing to promote")
+        if self.driver.active(service):
+            return self.driver.promote(service)
+        deployment = self.deployment(service)
+        if rollout_record(deployment) is not None and deployment_rollout(deployment).state == (
+            "waiting"
+        ):
+            raise RuntimeFailure("a rolling update has nothing to promote")
+        raise RuntimeFailure(self._no_rollout(service))
+
+    def _no_rollout(self, service: str) -> str:
+        last = self.rollout_status(service)
+        return f"no rollout of {service} in progress" + (f" (last: {last.phase})" if last else "")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _record(deployment: Any) -> dict[str, Any] | None:
-    raw = (deployment.metadata.annotations or {}).get(ROLLOUT)
-    if not raw:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _deployment_version(deployment: Any) -> str:
-    labels = deployment.metadata.labels or {}
-    return str(labels.get(VERSION) or _template_version(deployment.spec.template))
-
-
-def _template_version(template: Any) -> str:
-    """A pod template's version: the annotation a rollout sets, else the label, else the env."""
-    meta = template.metadata
-    version = (meta.annotations or {}).get(VERSION) or (meta.labels or {}).get(VERSION)
-    if version:
-        return str(version)
-    for container in template.spec.containers or []:
-        for env in container.env or []:
-            if env.name == VERSION_ENV and env.value:
-                return str(env.value)
-    return "v1"
-
-
-def _version_container(deployment: Any) -> str:
-    containers = deployment.spec.template.spec.containers or []
-    for container in containers:
-        if any(env.name == VERSION_ENV for env in container.env or []):
-            return str(container.name)
-    if not containers:
-        raise RuntimeFailure(f"deployment {deployment.metadata.name} has no container")
-    return str(containers[0].name)
+def _check_keeps_topics(sts: Any) -> None:
+    """Refuse to stop a Kafka whose data would not survive: its topics would be gone when it
+    starts again, and nothing re-creates them but a new kafka-topics Job."""
+    claims = {c.metadata.name for c in sts.spec.volume_claim_templates or []}
+    mounted = {
+        m.name for c in sts.spec.template.spec.containers or [] for m in c.volume_mounts or []
+    }
+    policy = sts.spec.persistent_volume_claim_retention_policy
+    dropped = policy is not None and policy.when_scaled == "Delete"
+    if not claims & mounted or dropped:
+        raise RuntimeFailure(
+            f"statefulset {sts.metadata.name} keeps no data across a scale to 0 (no mounted "
+            "volume claim, or whenScaled: Delete): its topics would be lost; not stopping it"
+        )
 
 
 def _replica(pod: Any) -> ReplicaInfo:
@@ -437,7 +743,7 @@ def _replica(pod: Any) -> ReplicaInfo:
     return ReplicaInfo(
         id=pod.metadata.name,
         service=(pod.metadata.labels or {}).get(NAME, ""),
-        version=_template_version(pod),
+        version=template_version(pod),
         address=f"{status.pod_ip}:{port}" if status.pod_ip else "",
         state=state,
         port=port,

@@ -232,6 +232,18 @@ class LocalRuntime(Runtime):
             raise RuntimeFailure(str(exc)) from None
 
     # -- operations ----------------------------------------------------------------------------
+    def stop_infra(self, part: str) -> None:
+        try:
+            self._infra().stop_part(part)
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
+    def start_infra(self, part: str, progress: Progress = quiet) -> None:
+        try:
+            self._infra(progress).start_part(part)
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         body = self.client.call("PUT", f"/services/{service}/replicas", {"replicas": replicas})
         return ServiceStatus.model_validate(body)

@@ -9,8 +9,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -22,8 +20,8 @@ from infra.kafka.admin import ensure_topics
 from infra.local.catalog import CatalogError
 from infra.local.files import HomeFiles
 from infra.local.versions import VersionError
+from infra.meshctl import drill, platform, rollout, traffic
 from infra.meshctl import logs as logs_cmd
-from infra.meshctl import platform, rollout, traffic
 from infra.meshctl.output import CommandError, progress
 from infra.meshctl.trace import trace
 from infra.runtime import Runtime, RuntimeFailure, get_runtime
@@ -31,27 +29,12 @@ from infra.runtime.kv import KVError
 
 RUNTIMES = ("local", "compose", "k8s")
 # Runtimes whose adapter exists in this version; the others answer with a clear line.
-AVAILABLE_RUNTIMES = ("local", "k8s")
-
-
-def docker_engine_answers() -> bool:
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    try:
-        done = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+AVAILABLE_RUNTIMES = ("local", "compose", "k8s")
 
 
 def resolve_runtime(environ: dict[str, str] | None = None) -> str:
-    """``RUNTIME`` if set (validated), else compose when a Docker engine answers, else local."""
+    """``RUNTIME`` if set (validated); else the runtime whose platform is up (the local
+    supervisor answers, or the compose project has running containers); else local."""
     env = os.environ if environ is None else environ
     wanted = env.get("RUNTIME", "").strip()
     if wanted:
@@ -63,9 +46,9 @@ def resolve_runtime(environ: dict[str, str] | None = None) -> str:
                 "and use RUNTIME=local for meshctl"
             )
         return wanted
-    if "compose" in AVAILABLE_RUNTIMES and docker_engine_answers():
-        return "compose"
-    return "local"
+    from infra.compose.detect import running_runtime  # asks docker only when local is down
+
+    return running_runtime(mesh_home(env), env) or "local"
 
 
 # -- infra -----------------------------------------------------------------------------------
@@ -182,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("set", "clear", "show"))
     p.add_argument("service", nargs="?")
     p.add_argument("settings", nargs="*", metavar="latency=200ms error_rate=0.2")
+    drill.add_parser(sub)
     p = sub.add_parser("trace", help="the span tree of an order or a trace")
     p.add_argument("id", metavar="ORDER_ID|TRACE_ID")
 
@@ -211,7 +195,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return logs(args.name, args.follow)
     if command == "trace":
         return trace(HomeFiles(mesh_home()).traces, args.id)
-    runtime = _runtime()
+    if command == "drill" and args.name == "list":
+        return drill.list_drills()
+    runtime = (
+        get_runtime(args.runtime, mesh_home()) if getattr(args, "runtime", None) else _runtime()
+    )
+    if command == "drill":
+        return drill.run(runtime, args)
     if command == "up":
         return platform.up(runtime)
     if command == "down":

@@ -32,11 +32,15 @@ __all__ = [
 
 
 def get_runtime(name: str, home: Path | None = None) -> Runtime:
-    """The runtime called ``name``: ``local`` or ``k8s`` (compose has no adapter yet)."""
+    """The runtime called ``name``: ``local``, ``compose`` or ``k8s``."""
     if name == "local":
         from infra.local.runtime import LocalRuntime
 
         return LocalRuntime(home)
+    if name == "compose":
+        from infra.compose.runtime import ComposeRuntime
+
+        return ComposeRuntime(home)
     if name == "k8s":
         try:
             from infra.k8s.runtime import K8sRuntime

@@ -110,6 +110,19 @@ class Runtime(ABC):
 
         return _poll(check, timeout, interval, lambda: f"{said[-1]} after {timeout:.0f}s")
 
+    # -- infrastructure faults (the broker-restart drill) ----------------------------------------
+    INFRA_PARTS: ClassVar[tuple[str, ...]] = ("kafka", "redis", "consul")
+
+    def stop_infra(self, part: str) -> None:
+        """Stop one infrastructure part (``kafka``, ``redis``, ``consul``) as an outage would;
+        the platform keeps running without it until :meth:`start_infra`."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot stop {part} yet")
+
+    def start_infra(self, part: str, progress: Progress = quiet) -> None:
+        """Start a part stopped by :meth:`stop_infra` at the same address; return once it
+        answers (and, for Kafka, once the declared topics exist again)."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot start {part} yet")
+
     # -- rollouts ------------------------------------------------------------------------------
     @abstractmethod
     def rollout(self, spec: RolloutSpec) -> RolloutStatus:

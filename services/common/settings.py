@@ -59,7 +59,9 @@ class ServiceSettings(BaseSettings):
     KAFKA_ENABLE_IDEMPOTENCE: bool = False
     KAFKA_LINGER_MS: Annotated[int, Field(ge=0, le=1000)] = 2
     KAFKA_REQUEST_TIMEOUT_MS: Annotated[int, Field(ge=100)] = 5000
-    KAFKA_SESSION_TIMEOUT_MS: Annotated[int, Field(ge=1000)] = 10000
+    # Real Kafka refuses less than 6 s by default (group.min.session.timeout.ms); tansu waits
+    # half of it for members to join, so this is also how long a rebalance pauses a group.
+    KAFKA_SESSION_TIMEOUT_MS: Annotated[int, Field(ge=1000)] = 6000
     KAFKA_HEARTBEAT_INTERVAL_MS: Annotated[int, Field(ge=100)] = 1000
     KAFKA_AUTO_OFFSET_RESET: Literal["earliest", "latest"] = "earliest"
     # How long a fetch may wait for data. tansu tends to hold a fetch this long even when
@@ -102,6 +104,9 @@ class ServiceSettings(BaseSettings):
     CONSUMER_RETRY_BACKOFF_MAX: Duration = 5.0
     CONSUMER_BATCH_SIZE: Annotated[int, Field(ge=1, le=10000)] = 200
     CONSUMER_CONCURRENCY: Annotated[int, Field(ge=1, le=1000)] = 64
+    # A member left without partitions this long (a rebalance that never completes) leaves
+    # the group and joins again as a new member.
+    CONSUMER_STUCK_AFTER: Duration = 15.0
     IDEMPOTENCY_TTL: Duration = 7 * 24 * 3600.0
 
     OUTBOX_BATCH_SIZE: Annotated[int, Field(ge=1, le=10000)] = 500

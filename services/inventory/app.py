@@ -12,12 +12,13 @@ from aiohttp import web
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
 
-from services.common.app import LIFECYCLE, REDIS, ReadinessCheck, create_app
+from services.common.app import LIFECYCLE, METRICS, OUTBOX, REDIS, ReadinessCheck, create_app
 from services.common.backoff import Backoff, sleep_unless
 from services.common.redis import REDIS_UNAVAILABLE
 from services.inventory.api import InventoryApi
-from services.inventory.handlers import handlers
+from services.inventory.handlers import Replays, handlers
 from services.inventory.models import Product
+from services.inventory.redrive import redrive_loop
 from services.inventory.settings import InventorySettings
 from services.inventory.store import InventoryStore
 
@@ -28,7 +29,8 @@ CATALOG_FILE = Path(__file__).with_name("catalog.json")
 DESCRIPTION = (
     "Owns the catalogue and the stock: reserves every line of an order or none (atomically, "
     "in Lua), commits the reservation when the order is paid and releases it when the payment "
-    "failed. Stock never goes negative."
+    "failed. Stock never goes negative. Reservations left waiting are announced again "
+    "(re-drive), and a repeated order gets its recorded outcome again (replay)."
 )
 
 
@@ -67,11 +69,13 @@ def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
 
 def build(settings: InventorySettings) -> web.Application:
     catalog = load_catalog()  # a broken catalogue file stops the start, not the first order
-    store = InventoryStore()
+    store = InventoryStore(redrive_after=settings.SAGA_REDRIVE_AFTER)
     api = InventoryApi(store, settings)
+    replays = Replays()
     app = create_app(
-        settings, routes=api.routes(), handlers=handlers(store), description=DESCRIPTION
+        settings, routes=api.routes(), handlers=handlers(store, replays), description=DESCRIPTION
     )
+    replays.register(app[METRICS])
 
     async def attach_and_seed(app: web.Application) -> AsyncIterator[None]:
         store.attach(app[REDIS])
@@ -82,7 +86,13 @@ def build(settings: InventorySettings) -> web.Application:
         task = asyncio.create_task(
             _seed(store, catalog, settings.INVENTORY_INITIAL_STOCK, seeded, stop)
         )
+        redriver = redrive_loop(settings, store, app[OUTBOX], app[REDIS], app[METRICS])
+        # Stopped as soon as draining starts: what its last sweep staged is still flushed by
+        # the outbox relay, which stops later.
+        app[LIFECYCLE].drain_hooks.append(redriver.stop)
+        redriver.start()
         yield
+        await redriver.stop()
         stop.set()
         await task
 

@@ -7,13 +7,17 @@ Keys:
   ``total``, ``created_at``, ``updated_at``, ``timeline`` (JSON);
 * ``orders:customer:<customer_id>`` sorted set of order ids, all with score 0: ids are
   UUIDv7, so the lexicographic order is the creation order and a page is one ``ZRANGE BYLEX``;
-* ``orders:idempotency:<customer_id>:<key>`` string ``"<order id> <body sha256>"``, expiring.
+* ``orders:idempotency:<customer_id>:<key>`` string ``"<order id> <body sha256>"``, expiring;
+* ``orders:pending`` sorted set: every PENDING order, scored by when it is due to be announced
+  again (unix seconds; README "Re-drive"). Added in the transaction that creates the order,
+  removed by the script that concludes it, bumped by the script that re-announces it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,26 +25,32 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
+from services.common.kafka import redrive
 from services.common.kafka.envelope import Envelope
 from services.common.kafka.outbox import Outbox
+from services.common.tracing import current_carrier
 from services.orders.models import Order, TimelineEntry, iso
 
 ORDER_CREATED = "order.created"
+PENDING_KEY = "orders:pending"
 
 # Moves a PENDING order to a terminal status and emits the event, or does nothing: a late or
-# duplicate outcome never moves an order that is already CONFIRMED or CANCELLED.
-# KEYS: order, outbox. ARGV: status, reason, at, then the outbox entry's field/value pairs.
+# duplicate outcome never moves an order that is already CONFIRMED or CANCELLED. A concluded
+# order leaves the re-drive index in the same step.
+# KEYS: order, outbox, pending index. ARGV: status, reason, at, order id, then the outbox
+# entry's field/value pairs.
 _TRANSITION = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'PENDING' then
   return 0
 end
+redis.call('ZREM', KEYS[3], ARGV[4])
 local timeline = cjson.decode(redis.call('HGET', KEYS[1], 'timeline'))
 local entry = {status = ARGV[1], at = ARGV[3]}
 if ARGV[2] ~= '' then entry.reason = ARGV[2] end
 table.insert(timeline, entry)
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'reason', ARGV[2], 'updated_at', ARGV[3],
   'timeline', cjson.encode(timeline))
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 return 1
 """
 
@@ -69,6 +79,17 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Announcement:
+    """What a re-announcement of ``order.created`` is built from: the order as it was created
+    (its items and total never change) and the trace context of the request that created it."""
+
+    order_id: str
+    status: str
+    data: dict[str, Any]
+    trace: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Claim:
     """An ``Idempotency-Key`` and the fingerprint of the body it was sent with."""
 
@@ -87,11 +108,13 @@ class Claimed:
 
 class OrdersStore:
     """Reads and writes orders; the Redis client and outbox come with :meth:`attach` at
-    start-up (the kit opens them)."""
+    start-up (the kit opens them). ``redrive_after``: how long a new order waits before its
+    first re-announcement."""
 
-    def __init__(self) -> None:
+    def __init__(self, redrive_after: float = 10.0) -> None:
         self._redis: aioredis.Redis | None = None
         self._outbox: Outbox | None = None
+        self._redrive_after = redrive_after
 
     def attach(self, redis: aioredis.Redis, outbox: Outbox) -> None:
         self._redis = redis
@@ -128,8 +151,13 @@ class OrdersStore:
                         if taken is not None:
                             return taken
                         tx.multi()
-                    tx.hset(order_key(order.id), mapping=_to_hash(order))
+                    stored = {**_to_hash(order), "trace": json.dumps(current_carrier())}
+                    tx.hset(order_key(order.id), mapping=stored)
                     tx.zadd(customer_key(order.customer_id), {order.id: 0})
+                    # Due for a re-announcement unless concluded by then (same transaction:
+                    # no PENDING order escapes the index). Wall-clock time, shared by the
+                    # replicas: a skew between their clocks only shifts when it is due.
+                    tx.zadd(PENDING_KEY, {order.id: time.time() + self._redrive_after})
                     self.outbox.stage(tx, ORDER_CREATED, event)
                     if claim is not None:
                         value = f"{order.id} {claim.fingerprint}"
@@ -189,9 +217,57 @@ class OrdersStore:
         would fail this command alone while the processed marker is still set.
         """
         pairs = [item for pair in outbox_entry.items() for item in pair]
-        tx.eval(
-            _TRANSITION, 2, order_key(order_id), self.outbox.key, status, reason or "", at, *pairs
-        )
+        keys = (order_key(order_id), self.outbox.key, PENDING_KEY)
+        tx.eval(_TRANSITION, len(keys), *keys, status, reason or "", at, order_id, *pairs)
+
+    # --- the re-drive ------------------------------------------------------------------------
+
+    async def due(self, now: float, limit: int) -> list[str]:
+        """Ids of PENDING orders due for a re-announcement, the most overdue first."""
+        return await redrive.due(self.redis, PENDING_KEY, now, limit)
+
+    async def announcements(self, order_ids: Sequence[str]) -> list[Announcement]:
+        """What each order's re-announcement is made of (an order gone from Redis comes back
+        with an empty status: the re-drive only drops it from the index)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in order_ids:
+                pipe.hmget(
+                    order_key(order_id), ["status", "customer_id", "items", "total", "trace"]
+                )
+            rows: list[list[str | None]] = await pipe.execute()
+        found = []
+        for order_id, (status, customer_id, items, total, trace) in zip(
+            order_ids, rows, strict=True
+        ):
+            if status is None or customer_id is None or items is None or total is None:
+                found.append(Announcement(order_id, status or "", {}, {}))
+                continue
+            data = {"customer_id": customer_id, "items": json.loads(items), "total": int(total)}
+            found.append(Announcement(order_id, status, data, json.loads(trace or "{}")))
+        return found
+
+    async def redrive(
+        self,
+        entries: Sequence[tuple[str, Mapping[str, str] | None]],
+        *,
+        now: float,
+        after: float,
+        cap: float,
+    ) -> int:
+        """Re-announce each ``(order id, outbox entry)`` still PENDING and push its next
+        re-announcement back; an order no longer PENDING only leaves the index (an entry of
+        ``None``: nothing to announce). One transaction; returns how many orders were
+        announced again."""
+        if not entries:
+            return 0
+        async with self.redis.pipeline(transaction=True) as tx:
+            for order_id, entry in entries:
+                waiting = redrive.Waiting(order_key(order_id), "status", "PENDING", order_id)
+                redrive.stage_redrive(
+                    tx, PENDING_KEY, waiting, self.outbox.key, entry, now=now, after=after, cap=cap
+                )
+            results: list[int] = await tx.execute()
+        return sum(1 for result in results if result == 1)
 
 
 def _claimed(value: str | None) -> Claimed | None:

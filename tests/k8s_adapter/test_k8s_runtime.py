@@ -37,6 +37,16 @@ def test_status_has_the_design_shape(runtime: K8sRuntime) -> None:
     assert orders.stable == "v1"
     assert orders.rollout is None
     assert status.model_dump(mode="json")["services"][0]["name"] == "orders"
+    # Only mesh.demo/tier=app Deployments are services (jaeger is infra); the infra parts are
+    # the StatefulSets.
+    assert set(status.infra) == {"kafka", "redis", "consul"}
+    assert status.infra["kafka"] == {
+        "address": None,
+        "source": "statefulset/kafka",
+        "healthy": True,
+        "replicas": 1,
+        "ready": 1,
+    }
 
 
 def test_replicas_are_pods_with_version_address_and_state(runtime: K8sRuntime) -> None:
@@ -48,6 +58,7 @@ def test_replicas_are_pods_with_version_address_and_state(runtime: K8sRuntime) -
     assert first.state == "ready" and first.passing
     assert first.address.endswith(":8080") and first.port == 8080
     assert first.id.startswith("orders-")
+    # The infrastructure's pods (kafka-0, jaeger...) are no replicas of a service.
     assert {r.service for r in runtime.replicas()} == {"gateway", "orders", "payments"}
 
 
@@ -63,8 +74,11 @@ def test_scale_patches_the_scale_subresource_and_the_hpa_floor(
     [(hpa_path, _, hpa_body)] = patches(api, "/horizontalpodautoscalers/orders")
     assert hpa_path.startswith("/apis/autoscaling/v2/namespaces/mesh/")
     assert hpa_body == {"spec": {"minReplicas": 5, "maxReplicas": 5}}
+    # It returns at once; the controller adds the pods one read at a time.
     assert result.desired["v1"] == 5
-    assert result.versions["v1"] == 5
+    assert result.versions["v1"] < 5
+    done = runtime.wait_healthy("orders", 6, timeout=10, interval=0.01)  # 5 + the canary pod
+    assert done.versions == {"v1": 5, "v2": 1}
 
 
 def test_scale_of_an_unknown_service_is_one_clear_line(runtime: K8sRuntime) -> None:
@@ -147,18 +161,21 @@ def test_rollout_fails_on_progress_deadline_exceeded(
     assert final.phase == "aborted"
 
 
-def test_what_is_not_implemented_says_so(runtime: K8sRuntime) -> None:
-    with pytest.raises(RuntimeFailure, match="canary rollouts are not implemented on the k8s"):
-        runtime.rollout(RolloutSpec(service="orders", version="v2", strategy="canary"))
-    with pytest.raises(RuntimeFailure, match="bluegreen rollouts are not implemented"):
-        runtime.rollout(RolloutSpec(service="orders", version="v2", strategy="bluegreen"))
-    with pytest.raises(RuntimeFailure, match="nothing to promote"):
+def test_what_meshctl_does_not_do_on_k8s_says_so(runtime: K8sRuntime) -> None:
+    with pytest.raises(RuntimeFailure, match="no rollout of orders in progress"):
         runtime.rollout_promote("orders")
     with pytest.raises(RuntimeFailure, match="make k8s-up"):
         runtime.up()
     assert runtime.rollout_status("orders") is None
     with pytest.raises(RuntimeFailure, match="no rollout of orders in progress"):
         runtime.rollout_abort("orders")
+
+
+def test_a_rolling_update_has_nothing_to_promote(runtime: K8sRuntime) -> None:
+    runtime.rollout(RolloutSpec(service="payments", version="v2"))
+    with pytest.raises(RuntimeFailure, match="a rolling update has nothing to promote"):
+        runtime.rollout_promote("payments")
+    assert runtime.wait_rollout("payments", timeout=10, interval=0.01).phase == "completed"
 
 
 def test_kill_replica_deletes_the_pod_without_grace(

@@ -93,6 +93,10 @@ def shop_env(infra_env: Mapping[str, str], traces_dir: Path) -> dict[str, str]:
         "PAYMENTS_LATENCY_MS": "5",
         "PAYMENTS_JITTER_MS": "2",
         "PAYMENTS_FAILURE_RATE": "0",
+        # Stuck saga steps (orders and inventory re-drive) are looked for often: tests lose
+        # events on purpose. What waits is re-announced after the default SAGA_REDRIVE_AFTER
+        # (10 s), longer than any saga of these tests takes.
+        "SAGA_REDRIVE_INTERVAL": "500ms",
         "PYTHONUNBUFFERED": "1",
     }
 

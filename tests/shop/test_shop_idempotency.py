@@ -1,14 +1,26 @@
-"""At-least-once delivery made harmless: the same event twice (and the same order announced
-again under new event ids) changes nothing; the same Idempotency-Key gives the same order."""
+"""At-least-once delivery made harmless: the same event twice changes nothing; the same order
+announced again under new event ids changes nothing either, each stage only announces its
+recorded outcome again (the saga's replay); the same Idempotency-Key gives the same order."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
+from typing import Any
 
 from shop_support import DEADLINE, Shop, ShopClient, eventually, publish, records_of, unique
 
 SAGA = ("order.created", "inventory.reserved", "payment.succeeded", "order.confirmed")
+# Records of each topic for the order once we published the original, the same message and a
+# new id: inventory answers the new-id order.created with a replay of inventory.reserved, and
+# payments answers both new-id reservations (ours and that replay) with payment.succeeded.
+EXPECTED = {
+    "order.created": 3,
+    "inventory.reserved": 3 + 1,
+    "payment.succeeded": 3 + 2,
+    "order.confirmed": 3,
+}
 # Who consumes each of them (consumer group = service).
 CONSUMERS = {
     "order.created": ("inventory",),
@@ -60,6 +72,13 @@ async def test_redelivered_events_change_nothing(client: ShopClient, shop: Shop,
         await _counted(shop, service, topic, "duplicate", count + 1)  # the same id
     for (service, topic), count in handled.items():
         await _counted(shop, service, topic, "handled", count + 1)  # the new id
+    for topic, expected in EXPECTED.items():
+        await eventually(
+            functools.partial(records_of, shop.bootstrap, topic, order_id),
+            timeout=DEADLINE,
+            what=f"{expected} records of {topic}",
+            until=functools.partial(_at_least, expected),
+        )
     # A sentinel order through the whole saga: whatever the repeats had published would have
     # gone through by the time it is done.
     sentinel = await client.place(unique("c"), [{"sku": sku, "quantity": 1}])
@@ -79,9 +98,18 @@ async def test_redelivered_events_change_nothing(client: ShopClient, shop: Shop,
     )  # only the sentinel's unit moved
     assert (await client.payment(order_id)).body == payment  # charged once
     assert len(await client.notifications(order_id)) == 1
-    for topic in SAGA:
-        # Ours: the original and the two repeats; the services published nothing more.
-        assert len(await records_of(shop.bootstrap, topic, order_id)) == 3, topic
+    for topic, expected in EXPECTED.items():
+        records = await records_of(shop.bootstrap, topic, order_id)
+        # Ours (the original and the two repeats), the replays, and nothing more ...
+        assert len(records) == expected, topic
+        # ... every replay saying what the original said, under an id of its own.
+        events = [json.loads(record.value) for record in records]
+        assert all(event["data"] == events[0]["data"] for event in events), topic
+        assert len({event["id"] for event in events}) == len(events) - 1, topic
+
+
+def _at_least(count: int, records: list[Any]) -> bool:
+    return len(records) >= count
 
 
 async def _counted(shop: Shop, service: str, topic: str, outcome: str, target: float) -> None:

@@ -103,12 +103,14 @@ class _Revocation(ConsumerRebalanceListener):
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._runner.unassigned_since = self._runner.unassigned_since or time.monotonic()
         # The batch in progress commits when it ends; waiting for it means the next owner of
         # these partitions starts right after the last message whose effects we stored.
         async with self._runner.batch_lock:
             self._runner.forget_lag(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._runner.unassigned_since = None
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
 
@@ -148,6 +150,9 @@ class ConsumerRunner:
         self._semaphore = asyncio.Semaphore(settings.CONSUMER_CONCURRENCY)
         self.batch_lock = asyncio.Lock()
         self._next_lag = 0.0
+        # Since when this member has been (re)joining without an assignment; None when it has
+        # one (possibly empty: more members than partitions is a normal, synced state).
+        self.unassigned_since: float | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -195,26 +200,53 @@ class ConsumerRunner:
         return None
 
     async def _run(self) -> None:
-        consumer = await self._connect()
-        if consumer is None:
-            return
+        while not self._stop.is_set():
+            # Before connecting: start() may already complete the first assignment.
+            self.unassigned_since = time.monotonic()
+            consumer = await self._connect()
+            if consumer is None:
+                return
+            await self._consume(consumer)
+
+    def _stuck(self) -> bool:
+        """A rebalance that never completes: tansu can keep a group waiting forever for the
+        SyncGroup of a leader that left while members were joining; joining again as a new
+        member gets it out (real Kafka would not need this, and it costs nothing there)."""
+        since = self.unassigned_since
+        return since is not None and time.monotonic() - since > self._settings.CONSUMER_STUCK_AFTER
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         stopped = asyncio.ensure_future(self._stop.wait())
+        fetch: asyncio.Future[dict[TopicPartition, list[Record]]] | None = None
         try:
             while not self._stop.is_set():
-                fetch = asyncio.ensure_future(
-                    consumer.getmany(
-                        timeout_ms=1000, max_records=self._settings.CONSUMER_BATCH_SIZE
+                if fetch is None:
+                    fetch = asyncio.ensure_future(
+                        consumer.getmany(
+                            timeout_ms=1000, max_records=self._settings.CONSUMER_BATCH_SIZE
+                        )
                     )
+                # getmany waits as long as a rebalance lasts: look up now and then.
+                await asyncio.wait(
+                    {fetch, stopped}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED
                 )
-                await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
+                if self._stop.is_set() or (not fetch.done() and self._stuck()):
                     # Records fetched but not handled are simply fetched again by whoever
                     # owns the partition next: nothing was committed for them.
                     fetch.cancel()
                     await asyncio.gather(fetch, return_exceptions=True)
+                    if not self._stop.is_set():
+                        log.warning(
+                            "no partitions assigned for %.0fs: leaving the group to join again",
+                            time.monotonic() - (self.unassigned_since or 0.0),
+                            extra={"group": self.group_id},
+                        )
                     break
+                if not fetch.done():
+                    continue
+                done, fetch = fetch, None
                 try:
-                    batch: dict[TopicPartition, list[Record]] = fetch.result()
+                    batch = done.result()
                 except KafkaError as exc:
                     log.warning("kafka fetch failed: %s", exc)
                     continue

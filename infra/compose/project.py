@@ -1,0 +1,300 @@
+"""One compose project as meshctl sees it: its name and files (what ``compose-up.sh``
+recorded), the docker and docker-compose CLIs, and its containers as ``docker inspect``
+describes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from infra.local.versions import VersionError, parse_env_file
+from infra.runtime.base import RuntimeFailure
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+TEST_OVERRIDE = REPO_ROOT / "docker-compose.test.yml"
+SCRIPTS = REPO_ROOT / "infra" / "docker"
+DEFAULT_PROJECT = "mesh"
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+# Set on the containers of a version started by a rollout (the override files).
+VERSION_LABEL = "mesh.demo/version"
+OVERRIDE_GLOB = "override-*.yml"
+APP_PORT = 8080
+
+
+def compose_cli() -> list[str] | None:
+    """docker-compose (v1, the Debian package) or the v2 plugin, as ``lib.sh`` picks it."""
+    found = shutil.which("docker-compose")
+    if found:
+        return [found]
+    docker = shutil.which("docker")
+    if docker and _succeeds([docker, "compose", "version"]):
+        return [docker, "compose"]
+    return None
+
+
+def _succeeds(argv: Sequence[str], timeout: float = 10.0) -> bool:
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a CLI; a failure is one :class:`RuntimeFailure` line naming ``what`` and the last
+    line the command wrote on stderr."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            cwd=REPO_ROOT,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise RuntimeFailure(f"{what}: {argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"{what}: no answer after {timeout:.0f}s") from None
+    if check and done.returncode != 0:
+        raise RuntimeFailure(f"{what} failed: {last_line(done.stderr) or done.returncode}")
+    return done
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def docker(*args: str, what: str | None = None, timeout: float = 60.0) -> str:
+    return run(["docker", *args], what=what or f"docker {args[0]}", timeout=timeout).stdout
+
+
+def project_version() -> str:
+    """The image tag, as ``lib.sh`` reads it: the version in pyproject.toml."""
+    data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    return str(data["project"]["version"])
+
+
+# -- containers -----------------------------------------------------------------------------
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _timestamp(raw: str | None) -> float | None:
+    if not raw or raw.startswith("0001-"):  # Docker's zero time: never started/finished
+        return None
+    try:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Container:
+    """What meshctl needs of one container (a replica, or an infrastructure part)."""
+
+    id: str
+    name: str
+    compose_service: str
+    number: int
+    oneoff: bool
+    env: dict[str, str]
+    labels: dict[str, str]
+    ips: tuple[str, ...]
+    status: str  # docker's: created, running, restarting, exited, dead, removing, paused
+    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
+    exit_code: int
+    restarts: int
+    pid: int
+    started_at: float | None
+    image: str
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_inspect(cls, data: Mapping[str, Any]) -> Container:
+        config, state = data.get("Config") or {}, data.get("State") or {}
+        labels = dict(config.get("Labels") or {})
+        env: dict[str, str] = {}
+        for item in config.get("Env") or []:
+            key, _, value = str(item).partition("=")
+            env[key] = value
+        networks = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        ports: dict[str, tuple[str, int]] = {}
+        for port, bindings in ((data.get("NetworkSettings") or {}).get("Ports") or {}).items():
+            for binding in bindings or []:
+                if binding.get("HostPort"):
+                    ports.setdefault(port, (binding.get("HostIp") or "", int(binding["HostPort"])))
+        health = state.get("Health")
+        return cls(
+            id=str(data["Id"]),
+            name=str(data["Name"]).lstrip("/"),
+            compose_service=labels.get(SERVICE_LABEL, ""),
+            number=int(labels.get(NUMBER_LABEL) or 0),
+            oneoff=labels.get(ONEOFF_LABEL) == "True",
+            env=env,
+            labels=labels,
+            ips=tuple(n["IPAddress"] for n in networks.values() if n.get("IPAddress")),
+            status=str(state.get("Status", "")),
+            health=str(health["Status"]) if health else None,
+            exit_code=int(state.get("ExitCode") or 0),
+            restarts=int(data.get("RestartCount") or 0),
+            pid=int(state.get("Pid") or 0),
+            started_at=_timestamp(state.get("StartedAt")),
+            image=str(config.get("Image", "")),
+            ports=ports,
+        )
+
+    @property
+    def service(self) -> str | None:
+        """The name it registers under in Consul; None for the infrastructure and for jobs
+        (kafka-init runs from the gateway image, whose SERVICE_NAME it inherits)."""
+        name = self.env.get("SERVICE_NAME")
+        if name and self.compose_service in (name, f"{name}-{self.version}"):
+            return name
+        return None
+
+    @property
+    def version(self) -> str:
+        return self.labels.get(VERSION_LABEL) or self.env.get("SERVICE_VERSION") or "v1"
+
+    @property
+    def port(self) -> int:
+        raw = self.env.get("GATEWAY_PORT") or self.env.get("PORT") or str(APP_PORT)
+        return int(raw) if raw.isdigit() else APP_PORT
+
+    @property
+    def address(self) -> str:
+        """Where the replica answers on the project network (what it registers in Consul)."""
+        return f"{self.ips[0]}:{self.port}" if self.ips else ""
+
+    @property
+    def alive(self) -> bool:
+        """Counts as a replica: running, or about to (a restart, a container just created)."""
+        return self.status in ("created", "running", "restarting")
+
+    def published(self, port: int) -> str | None:
+        """``http://host:port`` where a container port is published on this machine."""
+        binding = self.ports.get(f"{port}/tcp")
+        if binding is None:
+            return None
+        host = binding[0] if binding[0] not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{binding[1]}"
+
+
+# -- the project --------------------------------------------------------------------------
+@dataclass
+class ComposeProject:
+    """``docker-compose -p NAME -f FILE...`` with the environment the files interpolate."""
+
+    name: str
+    base_files: tuple[Path, ...]
+    env_dir: Path  # the secret env files of gen-env.sh (gateway.env holds the API key)
+    state_dir: Path  # meshctl's own files: version overrides, stable versions, rollouts
+    environ: dict[str, str]
+    cli: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_state(cls, home: Path, environ: Mapping[str, str]) -> ComposeProject:
+        """The project ``compose-up.sh`` started, from what it recorded in
+        ``.mesh/compose/state.env``, exactly as ``compose-down.sh`` reads it."""
+        state: dict[str, str] = {}
+        state_file = home / "compose" / "state.env"
+        if state_file.is_file():
+            try:
+                state = parse_env_file(state_file)
+            except (OSError, VersionError) as exc:
+                raise RuntimeFailure(f"cannot read {state_file}: {exc}") from None
+        name = (
+            state.get("COMPOSE_PROJECT")
+            or environ.get("MESH_COMPOSE_PROJECT", "").strip()
+            or DEFAULT_PROJECT
+        )
+        files = [COMPOSE_FILE]
+        if state.get("COMPOSE_INFRA") == "local":
+            files.append(TEST_OVERRIDE)
+        raw_env_dir = state.get("COMPOSE_ENV_DIR") or environ.get("MESH_COMPOSE_ENV_DIR", "")
+        env_dir = Path(raw_env_dir) if raw_env_dir else home / "compose"
+        if not env_dir.is_absolute():
+            env_dir = REPO_ROOT / env_dir  # gen-env.sh resolves it from the repository root
+        return cls(name, tuple(files), env_dir, home / "compose" / name, dict(environ))
+
+    @property
+    def label(self) -> str:
+        return f"label={PROJECT_LABEL}={self.name}"
+
+    def files(self) -> list[Path]:
+        """The base files plus the override of every version a rollout started."""
+        overrides = sorted(self.state_dir.glob(OVERRIDE_GLOB)) if self.state_dir.is_dir() else []
+        return [*self.base_files, *overrides]
+
+    def compose_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.environ, "MESH_COMPOSE_ENV_DIR": str(self.env_dir)}
+        env.setdefault("MESH_VERSION", project_version())
+        return env
+
+    def compose(
+        self,
+        *args: str,
+        what: str | None = None,
+        files: Sequence[Path] | None = None,
+        timeout: float = 300.0,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        if not self.cli:
+            cli = compose_cli()
+            if cli is None:
+                raise RuntimeFailure("neither docker-compose nor `docker compose` is installed")
+            self.cli = cli
+        argv = [*self.cli, "-p", self.name]
+        for path in self.files() if files is None else files:
+            argv += ["-f", str(path)]
+        return run(
+            [*argv, *args],
+            what=what or f"docker-compose {' '.join(args[:2])}",
+            env=self.compose_env(),
+            timeout=timeout,
+            check=check,
+        )
+
+    def containers(self, *, include_oneoff: bool = False) -> list[Container]:
+        ids = docker("ps", "-aq", "--filter", self.label, what="docker ps").split()
+        if not ids:
+            return []
+        # A container removed between the two calls makes inspect fail for it alone.
+        done = run(["docker", "inspect", *ids], what="docker inspect", check=False)
+        try:
+            found = [Container.from_inspect(d) for d in json.loads(done.stdout or "[]")]
+        except ValueError:
+            raise RuntimeFailure(f"docker inspect failed: {last_line(done.stderr)}") from None
+        found = [c for c in found if include_oneoff or not c.oneoff]
+        return sorted(found, key=lambda c: (c.compose_service, c.number, c.name))
+
+    def secrets(self) -> dict[str, str]:
+        """GATEWAY_API_KEYS and GATEWAY_ADMIN_TOKEN, from the env file gen-env.sh wrote."""
+        path = self.env_dir / "gateway.env"
+        try:
+            return parse_env_file(path)
+        except (OSError, VersionError):
+            return {}

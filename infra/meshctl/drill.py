@@ -1,0 +1,60 @@
+"""``meshctl drill NAME``: run a drill (Locust load + one operation) and write its report.
+
+Exit codes: 0 every SLO passed, 3 an SLO failed (the report says which), 1 the drill could not
+run (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from infra.embedded import mesh_home
+from infra.meshctl.output import CommandError
+from infra.runtime import Runtime
+
+SLO_FAILED = 3
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from infra.meshctl.rollout import duration
+
+    p = sub.add_parser(
+        "drill",
+        help="rehearse an operation under load and write a report (meshctl drill list)",
+        description="meshctl drill NAME [--runtime local|compose|k8s] [--duration 60s]",
+    )
+    p.add_argument(
+        "name",
+        help="autoscale, rolling, bluegreen, canary, canary-bad, "
+        "kill-replica, broker-restart; or list",
+    )
+    p.add_argument("--runtime", choices=("local", "compose", "k8s"), help="default: RUNTIME")
+    p.add_argument("--duration", type=duration, help="seconds of load (each drill has a default)")
+    p.add_argument("--service", default="orders", help="the service operated on (orders)")
+    p.add_argument("--version", help="the version to roll out (default: v2, or v1 from v2)")
+    p.add_argument("--out", type=Path, help="report folder (default .mesh/reports/<drill>-<time>)")
+
+
+def list_drills() -> int:
+    from loadtests.drills.catalog import DRILLS
+
+    for name, drill in DRILLS.items():
+        print(f"{name:15} {drill.title} ({drill.default_duration:g}s)")
+    return 0
+
+
+def run(runtime: Runtime, args: argparse.Namespace) -> int:
+    from loadtests.drills.catalog import DRILLS
+    from loadtests.drills.engine import DrillOptions, run_drill
+
+    if args.name not in DRILLS:
+        raise CommandError(f"no drill {args.name!r}: choose one of {', '.join(DRILLS)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = args.out or mesh_home() / "reports" / f"{args.name}-{stamp}"
+    options = DrillOptions(
+        duration=args.duration, service=args.service, version=args.version, out=folder
+    )
+    result = run_drill(DRILLS[args.name](options), runtime, folder)
+    return 0 if result.passed else SLO_FAILED

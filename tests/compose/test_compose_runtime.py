@@ -1,0 +1,403 @@
+"""meshctl's compose adapter (``infra/compose``) against the real stack on a real engine.
+
+Run by ``make test-compose`` like the other stack tests (same skip rule): the stack is
+docker-compose.yml with the test override, started as ``test-compose.sh``'s project, and the
+runtime finds it the way meshctl does, from the ``state.env`` that ``compose-up.sh`` writes.
+
+1. ``status`` has the DESIGN.md shape (and ``meshctl status --json`` prints it), one replica
+   per container, the lag of a consumer group read from the replicas' /metrics;
+2. ``scale`` to 2 and back to 1;
+3. ``kill_replica`` and the replica comes back, and the saga still completes;
+4. a blue-green rollout of orders to v2, then a canary back to v1, under continuous
+   requests: both complete and no request fails;
+5. Kafka stopped and started with ``stop_infra``/``start_infra``: an order placed during the
+   outage still reaches a terminal state.
+
+The module's stack is its own (pytest cannot share a module fixture of another module) and
+is torn down with ``down -v --remove-orphans`` before test_compose_stack.py starts its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from compose_support import (
+    COMPOSE_FILE,
+    ROOT,
+    TEST_OVERRIDE,
+    ComposeProject,
+    Gateway,
+    docker,
+    free_port,
+    wait_for,
+    write_env_files,
+)
+
+from infra.compose.detect import running_runtime
+from infra.compose.project import project_version
+from infra.compose.runtime import ComposeRuntime
+from infra.runtime.models import RolloutSpec
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("MESH_COMPOSE_STACK") != "1",
+        reason="needs a Docker engine and the images: run `make test-compose`",
+    ),
+]
+
+SERVICES = ("orders", "inventory", "payments", "notifications")
+INFRA = ("kafka", "redis", "consul", "kafka-init")
+SERVICE_LABEL = "com.docker.compose.service"
+TERMINAL = ("CONFIRMED", "CANCELLED")
+
+
+@dataclass
+class RuntimeStack:
+    project: ComposeProject
+    runtime: ComposeRuntime
+    gateway: Gateway
+    home: Path
+    environ: dict[str, str]
+    gateway_port: int
+    consul_port: int
+
+
+@dataclass
+class PacedTraffic:
+    """A small steady load: each client places an order and reads it back, then pauses (a
+    client that never pauses would keep orders' half CPU busy and its Consul check late)."""
+
+    gateway: Gateway
+    clients: int = 2
+    pause: float = 0.2
+    sent: int = 0
+    order_ids: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)  # POSTs answered per version
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _client(self, number: int) -> None:
+        iteration = 0
+        while not self._stop.wait(self.pause):
+            iteration += 1
+            order_id, failure, version = None, None, None
+            try:
+                placed = self.gateway.place_order(f"c-rollout-{number}-{iteration}")
+                version = placed.headers.get("X-Mesh-Upstream-Version")
+                if placed.status != 202:
+                    failure = f"POST {placed.status} {placed.body}"
+                else:
+                    order_id = placed.body["id"]
+                    read = self.gateway.order(order_id)
+                    if read.status != 200:
+                        failure = f"GET {read.status} {read.body}"
+            except Exception as exc:  # a refused or reset connection is a failed request too
+                failure = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self.sent += 2
+                if version:
+                    self.served[version] = self.served.get(version, 0) + 1
+                if order_id:
+                    self.order_ids.append(order_id)
+                if failure:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} client {number}: {failure}")
+
+    def start(self) -> None:
+        for number in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.sent
+
+
+def wait_terminal(
+    gateway: Gateway, order_ids: list[str], timeout: float, want: tuple[str, ...] = ("CONFIRMED",)
+) -> dict[str, str]:
+    """Until every order is in one of ``want``. A 503 with Retry-After (no instance passing
+    its check this instant) is polled again; any other answer fails."""
+    pending, outcome = set(order_ids), {}
+
+    def settled() -> bool:
+        for order_id in sorted(pending):
+            answer = gateway.order(order_id)
+            if answer.status == 503 and "Retry-After" in answer.headers:
+                continue
+            assert answer.status == 200, f"GET {order_id}: {answer.status} {answer.body}"
+            status = answer.body["status"]
+            if status in TERMINAL:
+                assert status in want, f"{order_id} {status}: {answer.body.get('reason')}"
+                outcome[order_id] = status
+                pending.discard(order_id)
+        return not pending
+
+    wait_for(settled, timeout=timeout, interval=0.5, what=f"{len(pending)} orders {want}")
+    return outcome
+
+
+def _timed(label: str, started: float) -> float:
+    took = time.monotonic() - started
+    print(f"\n{label}: {took:.1f}s")
+    return took
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeStack]:
+    secrets_dir = tmp_path_factory.mktemp("compose-runtime")
+    secrets = write_env_files(secrets_dir)
+    home = secrets_dir / "mesh"
+    name = os.environ.get("MESH_COMPOSE_PROJECT", "meshtest")
+    gateway_port, consul_port = free_port(), free_port()
+    env = {
+        "MESH_COMPOSE_ENV_DIR": str(secrets_dir),
+        "MESH_VERSION": project_version(),
+        "GATEWAY_PORT": str(gateway_port),
+        "CONSUL_UI_PORT": str(consul_port),
+        "LOG_LEVEL": "INFO",
+    }
+    project = ComposeProject(name, (COMPOSE_FILE, TEST_OVERRIDE), env)
+    logs_file = Path(os.environ.get("MESH_COMPOSE_LOGS", secrets_dir / "compose.log"))
+    logs_file = logs_file.with_name(logs_file.stem + "-runtime" + logs_file.suffix)
+    # What compose-up.sh records for meshctl and compose-down.sh: this run's project.
+    (home / "compose").mkdir(parents=True)
+    (home / "compose" / "state.env").write_text(
+        f"COMPOSE_PROJECT={name}\nCOMPOSE_INFRA=local\nCOMPOSE_ENV_DIR={secrets_dir}\n"
+    )
+    environ = {
+        **{k: v for k, v in os.environ.items() if k not in ("RUNTIME", "MESH_COMPOSE_PROJECT")},
+        "MESH_HOME": str(home),
+    }
+    project.compose("down", "-v", "--remove-orphans", check=False)  # an aborted earlier run
+    try:
+        project.compose("up", "-d", "--no-build", timeout=600)
+        runtime = ComposeRuntime(home, environ)
+        api_key = secrets["GATEWAY_API_KEYS"].split(",")[0]
+        yield RuntimeStack(
+            project,
+            runtime,
+            Gateway(f"http://127.0.0.1:{gateway_port}", api_key),
+            home,
+            environ,
+            gateway_port,
+            consul_port,
+        )
+    finally:
+        logs = project.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
+        logs_file.write_text(logs.stdout + logs.stderr)
+        print(f"\ncompose logs: {logs_file}")
+        # --remove-orphans takes the versions a rollout started (their override files are
+        # not in this list) with the rest.
+        project.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+        leftovers = project.leftovers()
+        assert leftovers == {}, f"`down -v --remove-orphans` left {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def healthy(stack: RuntimeStack) -> RuntimeStack:
+    """Every service up, passing in Consul, and routed by the gateway."""
+    started = time.monotonic()
+
+    def gateway_healthy() -> bool:
+        gateway = stack.runtime.status().gateway
+        return gateway is not None and gateway.healthy
+
+    wait_for(gateway_healthy, timeout=240, interval=1.0, what="the gateway healthy")
+    for service in SERVICES:
+        stack.runtime.wait_healthy(service, 1, timeout=240, interval=1.0)
+    wait_for(
+        lambda: all(stack.runtime.gateway_routes(s) for s in SERVICES),
+        timeout=60,
+        what="the gateway routing to every service",
+    )
+    _timed("stack healthy", started)
+    return stack
+
+
+def test_status_has_the_design_shape(healthy: RuntimeStack) -> None:
+    runtime = healthy.runtime
+    assert runtime.running()
+    # meshctl's default when RUNTIME is unset: the runtime that runs.
+    assert running_runtime(healthy.home, healthy.environ) == "compose"
+    state = runtime.status()
+    assert state.runtime == "compose"
+    assert state.gateway is not None
+    assert state.gateway.url == f"http://127.0.0.1:{healthy.gateway_port}"
+    assert state.gateway.api_key == healthy.gateway.api_key
+    assert state.gateway.healthy
+    assert [s.name for s in state.services] == list(SERVICES)
+    for service in state.services:
+        assert (service.replicas, service.healthy) == (1, 1), service
+        assert service.versions == {"v1": 1}
+        assert service.stable == "v1"
+    assert set(state.infra) == {"kafka", "redis", "consul"}
+    assert all(part["healthy"] for part in state.infra.values()), state.infra
+    assert runtime.consul_address() == f"http://127.0.0.1:{healthy.consul_port}"
+
+    # One replica per container: the container name is its id, SERVICE_VERSION its version.
+    names = {
+        c["Name"].lstrip("/"): c for c in healthy.project.inspect() if "kafka-init" not in c["Name"]
+    }
+    replicas = {r.id: r for r in runtime.replicas()}
+    app = {n for n, c in names.items() if c["Config"]["Labels"][SERVICE_LABEL] not in INFRA}
+    assert set(replicas) == app
+    for replica in replicas.values():
+        assert (replica.version, replica.state, replica.passing) == ("v1", "ready", True)
+        ip = next(iter(names[replica.id]["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        assert replica.address == f"{ip}:8080"
+
+    lag = runtime.consumer_lag("inventory")
+    assert lag is not None and lag >= 0
+
+    # meshctl itself finds the project from state.env and prints the same document.
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.meshctl", "status", "--json"],
+        env={**healthy.environ, "RUNTIME": "compose"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["runtime"] == "compose"
+    assert printed["gateway"] == state.gateway.model_dump()
+    assert [s["name"] for s in printed["services"]] == list(SERVICES)
+    assert set(printed["infra"]) == {"kafka", "redis", "consul"}
+
+
+def test_scale_to_two_and_back(healthy: RuntimeStack) -> None:
+    runtime = healthy.runtime
+    started = time.monotonic()
+    status = runtime.scale("orders", 2)
+    call = time.monotonic() - started
+    assert status.name == "orders"
+    runtime.wait_healthy("orders", 2, timeout=120, interval=0.5)
+    up = _timed(f"orders 1 -> 2 healthy (scale() returned after {call:.1f}s)", started)
+    addresses = {r.address for r in runtime.replicas("orders")}
+    assert len(addresses) == 2
+    wait_for(
+        lambda: runtime.gateway_routes("orders") == addresses,
+        timeout=30,
+        what="the gateway routing to both replicas",
+    )
+
+    started = time.monotonic()
+    runtime.scale("orders", 1)
+    runtime.wait_healthy("orders", 1, timeout=120, interval=0.5)
+    down = _timed("orders 2 -> 1", started)
+    assert up < 120 and down < 60
+    assert len(healthy.project.container_ids("orders")) == 1, "scale-down removes the container"
+
+
+def test_killed_replica_comes_back(healthy: RuntimeStack) -> None:
+    runtime = healthy.runtime
+    victim = runtime.replicas("payments")[0]
+    before = json.loads(docker("inspect", victim.id))[0]["State"]["StartedAt"]
+    started = time.monotonic()
+    killed = runtime.kill_replica(victim.id)
+    assert killed.id == victim.id
+    assert killed.state != "ready", "a replica that just restarted is not ready at once"
+    runtime.wait_healthy("payments", 1, timeout=120, interval=0.5)
+    _timed("payments killed -> healthy again", started)
+    state = json.loads(docker("inspect", victim.id))[0]["State"]
+    assert state["Running"] and state["StartedAt"] != before, "the same container, restarted"
+    answer = healthy.gateway.place_order("c-after-kill")
+    assert answer.status == 202, answer.body
+    wait_terminal(healthy.gateway, [answer.body["id"]], timeout=90)
+
+
+def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: PacedTraffic) -> float:
+    runtime = stack.runtime
+    started = time.monotonic()
+    runtime.rollout(spec)
+    # Another meshctl process sees it through the record this one keeps.
+    other = ComposeRuntime(stack.home, stack.environ)
+    seen = other.rollout_status(spec.service)
+    assert seen is not None and seen.version == spec.version
+    assert other.rollouts.active(spec.service)
+    state = runtime.wait_rollout(spec.service, timeout=400, progress=print)
+    took = _timed(f"{spec.strategy} orders -> {spec.version}", started)
+    assert state.phase == "completed", state.message
+    assert traffic.failures == [], f"{len(traffic.failures)} failed: {traffic.failures[:5]}"
+    return took
+
+
+def test_bluegreen_then_canary_under_load_lose_no_request(healthy: RuntimeStack) -> None:
+    runtime = healthy.runtime
+    traffic = PacedTraffic(healthy.gateway)
+    traffic.start()
+    try:
+        wait_for(lambda: traffic.count() >= 10, timeout=60, what="traffic flowing")
+        _rollout(
+            healthy,
+            RolloutSpec(service="orders", version="v2", strategy="bluegreen", keep_blue=2.0),
+            traffic,
+        )
+        orders = runtime.status().service("orders")
+        assert orders is not None
+        assert (orders.versions, orders.stable) == ({"v2": 1}, "v2")
+        assert healthy.gateway.place_order("c-on-v2").headers["X-Mesh-Upstream-Version"] == "v2"
+        assert runtime.weights("orders") is None, "weights are cleared once v2 is stable"
+        # Back to the compose file's own version, as a canary judged on live traffic.
+        _rollout(
+            healthy,
+            RolloutSpec(
+                service="orders",
+                version="v1",
+                strategy="canary",
+                steps=[50, 100],
+                interval=4.0,
+                min_requests=3,
+                max_p99=5.0,
+            ),
+            traffic,
+        )
+    finally:
+        traffic.stop()
+    assert traffic.failures == [], f"{len(traffic.failures)} failed: {traffic.failures[:5]}"
+    orders = runtime.status().service("orders")
+    assert orders is not None
+    assert (orders.versions, orders.stable) == ({"v1": 1}, "v1")
+    assert healthy.project.container_ids("orders-v2") == []
+    overrides = list(runtime.project.state_dir.glob("override-*.yml"))
+    assert overrides == [], "the override of a retired version is removed"
+    print(f"\n{traffic.count()} requests, 0 failed; orders served by {traffic.served}")
+    wait_terminal(healthy.gateway, traffic.order_ids, timeout=180)
+
+
+def test_kafka_outage_and_back(healthy: RuntimeStack) -> None:
+    runtime = healthy.runtime
+    started = time.monotonic()
+    runtime.stop_infra("kafka")
+    kafka = runtime.status().infra["kafka"]
+    assert not kafka["healthy"] and kafka["state"] == "exited", kafka
+    # The orders outbox keeps the event until the broker is back.
+    placed = healthy.gateway.place_order("c-during-outage")
+    assert placed.status == 202, placed.body
+    order_id = placed.body["id"]
+    runtime.start_infra("kafka", progress=print)
+    _timed("kafka stopped and started, topics created again", started)
+    assert runtime.status().infra["kafka"]["healthy"]
+
+    outcome = wait_terminal(healthy.gateway, [order_id], timeout=180, want=TERMINAL)
+    _timed(f"order placed during the outage: {outcome[order_id]}", started)
