@@ -62,7 +62,12 @@ class PlatformSampler:
         status = self.runtime.status()
         replicas = {s.name: dict(s.versions) for s in status.services}
         healthy = {s.name: s.healthy for s in status.services}
-        weights = {s.name: dict(s.weights) for s in status.services if s.weights}
+        # Straight from Consul KV, where the gateway reads them (status may not carry them).
+        weights = {}
+        for name in healthy:
+            current = self.runtime.weights(name)
+            if current:
+                weights[name] = dict(current)
         lag = {name: self.runtime.consumer_lag(name) for name in LAG_SERVICES if name in healthy}
         return PlatformSample(time.time(), replicas, healthy, weights, lag)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -103,14 +104,12 @@ class _Revocation(ConsumerRebalanceListener):
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._runner.unassigned_since = self._runner.unassigned_since or time.monotonic()
         # The batch in progress commits when it ends; waiting for it means the next owner of
         # these partitions starts right after the last message whose effects we stored.
         async with self._runner.batch_lock:
             self._runner.forget_lag(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._runner.unassigned_since = None
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
 
@@ -150,9 +149,6 @@ class ConsumerRunner:
         self._semaphore = asyncio.Semaphore(settings.CONSUMER_CONCURRENCY)
         self.batch_lock = asyncio.Lock()
         self._next_lag = 0.0
-        # Since when this member has been (re)joining without an assignment; None when it has
-        # one (possibly empty: more members than partitions is a normal, synced state).
-        self.unassigned_since: float | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -188,7 +184,18 @@ class ConsumerRunner:
             )
             consumer.subscribe(self.topics, listener=_Revocation(self))
             try:
-                await consumer.start()
+                # start() waits for the first assignment: a join that never completes (see
+                # _consume) must not hold it forever either.
+                await asyncio.wait_for(consumer.start(), timeout=s.CONSUMER_STUCK_AFTER)
+            except TimeoutError:
+                await consumer.stop()
+                log.warning(
+                    "no assignment %.0fs after joining: joining again as a new member",
+                    s.CONSUMER_STUCK_AFTER,
+                    extra={"group": self.group_id},
+                )
+                await self._rejoin_pause()
+                continue
             except (KafkaError, OSError) as exc:
                 await consumer.stop()
                 delay = backoff.next()
@@ -201,26 +208,33 @@ class ConsumerRunner:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
-            # Before connecting: start() may already complete the first assignment.
-            self.unassigned_since = time.monotonic()
             consumer = await self._connect()
             if consumer is None:
                 return
-            await self._consume(consumer)
+            if await self._consume(consumer):
+                await self._rejoin_pause()
 
-    def _stuck(self) -> bool:
-        """A rebalance that never completes: tansu can keep a group waiting forever for the
-        SyncGroup of a leader that left while members were joining; joining again as a new
-        member gets it out (real Kafka would not need this, and it costs nothing there)."""
-        since = self.unassigned_since
-        return since is not None and time.monotonic() - since > self._settings.CONSUMER_STUCK_AFTER
+    async def _rejoin_pause(self) -> None:
+        """A random pause before joining again: members that all leave a stuck group at once
+        and come straight back race their own leaves (the race that stuck it), while staggered
+        ones let the group empty and elect a leader that is really there."""
+        session = self._settings.KAFKA_SESSION_TIMEOUT_MS / 1000
+        await sleep_unless(self._stop, random.uniform(0.5, 0.5 + session))
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer) -> bool:
+        """Poll and handle until stopped, or until a rebalance never completes: tansu can
+        keep a group waiting forever for the SyncGroup of a leader that left while members
+        were joining, and joining again as a new member gets it out (real Kafka does not need
+        this; there it costs nothing). getmany() returns within a second except while its
+        consumer waits for an assignment, so a fetch pending for CONSUMER_STUCK_AFTER is that."""
         stopped = asyncio.ensure_future(self._stop.wait())
         fetch: asyncio.Future[dict[TopicPartition, list[Record]]] | None = None
+        fetch_started = 0.0
+        rejoin = False
         try:
             while not self._stop.is_set():
                 if fetch is None:
+                    fetch_started = time.monotonic()
                     fetch = asyncio.ensure_future(
                         consumer.getmany(
                             timeout_ms=1000, max_records=self._settings.CONSUMER_BATCH_SIZE
@@ -230,15 +244,19 @@ class ConsumerRunner:
                 await asyncio.wait(
                     {fetch, stopped}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED
                 )
-                if self._stop.is_set() or (not fetch.done() and self._stuck()):
+                waited = time.monotonic() - fetch_started
+                stuck = not fetch.done() and waited > self._settings.CONSUMER_STUCK_AFTER
+                if self._stop.is_set() or stuck:
                     # Records fetched but not handled are simply fetched again by whoever
                     # owns the partition next: nothing was committed for them.
                     fetch.cancel()
                     await asyncio.gather(fetch, return_exceptions=True)
                     if not self._stop.is_set():
+                        rejoin = True
                         log.warning(
-                            "no partitions assigned for %.0fs: leaving the group to join again",
-                            time.monotonic() - (self.unassigned_since or 0.0),
+                            "no assignment for %.0fs (a rebalance that does not complete): "
+                            "leaving the group to join again",
+                            waited,
                             extra={"group": self.group_id},
                         )
                     break
@@ -260,6 +278,7 @@ class ConsumerRunner:
             # Leaves the group: the partitions are reassigned without waiting for a timeout.
             await consumer.stop()
             log.info("consumer stopped", extra={"group": self.group_id})
+        return rejoin
 
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[Record]]
