@@ -106,7 +106,7 @@ class ServiceSettings(BaseSettings):
     CONSUMER_CONCURRENCY: Annotated[int, Field(ge=1, le=1000)] = 64
     # A member left without partitions this long (a rebalance that never completes) leaves
     # the group and joins again as a new member.
-    CONSUMER_STUCK_AFTER: Duration = 15.0
+    CONSUMER_STUCK_AFTER: Duration = 30.0
     IDEMPOTENCY_TTL: Duration = 7 * 24 * 3600.0
 
     OUTBOX_BATCH_SIZE: Annotated[int, Field(ge=1, le=10000)] = 500

@@ -133,7 +133,7 @@ def test_broker_restart(platform: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_autoscale(platform: dict[str, str], tmp_path: Path) -> None:
-    report = run_drill(platform, tmp_path, "autoscale", "45s")
+    report = run_drill(platform, tmp_path, "autoscale", "40s")
     replicas = [sum(row["replicas"].get("orders", {}).values()) for row in report["timeline"]]
     assert min(replicas) == 1 and max(replicas) > 1
 

@@ -242,8 +242,10 @@ def test_one_line_a_second_with_empty_seconds_and_completions_apart(tmp_path: Pa
         "completion_failures": 1,
         "completion_p50_ms": 400.0,
         "completion_p99_ms": 60000.0,
+        "rt_ms": [10.0, 20.0, 30.0],
     }
     assert empty["t"] == 102.0 and empty["requests"] == 0 and empty["completions"] == 0
+    assert empty["rt_ms"] == []
     assert empty["p50_ms"] is None and empty["completion_p99_ms"] is None
     assert empty["by_name"] == {} and empty["errors"] == {}
     assert last["t"] == 103.0 and last["by_name"] == {

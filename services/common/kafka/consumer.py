@@ -95,6 +95,10 @@ class HandlerContext:
 Handler = Callable[[Envelope, HandlerContext], Awaitable[None]]
 
 
+LEAVE_SPACING_MS = 1000
+LEAVE_WAIT = 5.0
+
+
 def processed_key(group: str, event_id: str) -> str:
     return f"mesh:processed:{group}:{event_id}"
 
@@ -275,10 +279,29 @@ class ConsumerRunner:
         finally:
             stopped.cancel()
             _leave_even_from_generation_zero(consumer)
+            await self._wait_leave_turn()
             # Leaves the group: the partitions are reassigned without waiting for a timeout.
             await consumer.stop()
             log.info("consumer stopped", extra={"group": self.group_id})
         return rejoin
+
+    async def _wait_leave_turn(self) -> None:
+        """Members of one group leave at least LEAVE_SPACING apart. tansu loses its group
+        leader when two members (the leader among them) leave within the same moment, as a
+        runtime stopping a whole replica set does: the rest then wait for a leader that is
+        gone. A short Redis lease per group spaces the leaves; it expires by itself, and
+        without Redis (or after LEAVE_WAIT) the member simply leaves."""
+        key = f"mesh:leave:{self.group_id}"
+        deadline = time.monotonic() + LEAVE_WAIT
+        while time.monotonic() < deadline:
+            try:
+                if await self._redis.set(
+                    key, self._settings.instance_id, nx=True, px=LEAVE_SPACING_MS
+                ):
+                    return
+            except REDIS_UNAVAILABLE:
+                return
+            await asyncio.sleep(0.1)
 
     async def _process_batch(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[Record]]
