@@ -278,6 +278,20 @@ class ComposeProject:
             check=check,
         )
 
+    def show_logs(self, services: Sequence[str], follow: bool) -> int:
+        """``docker-compose logs`` of these compose services, straight to the terminal."""
+        cli = self.cli or compose_cli()
+        if cli is None:
+            raise RuntimeFailure("neither docker-compose nor `docker compose` is installed")
+        argv = [*cli, "-p", self.name]
+        for path in self.files():
+            argv += ["-f", str(path)]
+        argv += ["logs", "--no-color", "--timestamps", *(["-f"] if follow else []), *services]
+        try:
+            return subprocess.call(argv, cwd=REPO_ROOT, env=self.compose_env())
+        except KeyboardInterrupt:
+            return 130
+
     def containers(self, *, include_oneoff: bool = False) -> list[Container]:
         ids = docker("ps", "-aq", "--filter", self.label, what="docker ps").split()
         if not ids:

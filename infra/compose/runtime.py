@@ -164,6 +164,16 @@ class ComposeRuntime(Runtime):
     def _containers_of(self, service: str) -> list[Container]:
         return [c for c in self.project.containers() if c.service == service]
 
+    def show_logs(self, name: str, follow: bool) -> int:
+        """The logs of a service (every version's containers) or of an infra part."""
+        known = sorted({c.compose_service for c in self.project.containers()})
+        wanted = sorted({c.compose_service for c in self._containers_of(name)})
+        if not wanted and name in known:
+            wanted = [name]  # kafka, redis, consul... have no service label of ours
+        if not wanted:
+            raise RuntimeFailure(f"no logs for {name!r} (known: {', '.join(known) or 'none'})")
+        return self.project.show_logs(wanted, follow)
+
     def version_containers(self, service: str, version: str) -> list[Container]:
         """The replicas of one version that exist (running, restarting or just created)."""
         return [c for c in self._containers_of(service) if c.version == version and c.alive]

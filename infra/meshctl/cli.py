@@ -124,6 +124,10 @@ def _runtime() -> Runtime:
 
 def logs(name: str, follow: bool) -> int:
     home = mesh_home()
+    if resolve_runtime() == "compose":
+        from infra.compose.runtime import ComposeRuntime
+
+        return ComposeRuntime(home).show_logs(name, follow)
     files = HomeFiles(home)
     records = _infra().records()
     rec = records.get(name)

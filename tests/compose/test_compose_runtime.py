@@ -45,6 +45,7 @@ from compose_support import (
 from infra.compose.detect import running_runtime
 from infra.compose.project import project_version
 from infra.compose.runtime import ComposeRuntime
+from infra.runtime import RuntimeFailure
 from infra.runtime.models import RolloutSpec
 
 pytestmark = [
@@ -283,6 +284,16 @@ def test_status_has_the_design_shape(healthy: RuntimeStack) -> None:
     assert printed["gateway"] == state.gateway.model_dump()
     assert [s["name"] for s in printed["services"]] == list(SERVICES)
     assert set(printed["infra"]) == {"kafka", "redis", "consul"}
+
+
+def test_logs_of_a_service_and_an_unknown_name(
+    healthy: RuntimeStack, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert healthy.runtime.show_logs("orders", follow=False) == 0
+    out = capfd.readouterr().out
+    assert '"service": "orders"' in out, out[-500:]
+    with pytest.raises(RuntimeFailure, match="no logs for 'nope'"):
+        healthy.runtime.show_logs("nope", follow=False)
 
 
 def test_scale_to_two_and_back(healthy: RuntimeStack) -> None:
