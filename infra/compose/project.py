@@ -41,12 +41,12 @@ def compose_cli() -> list[str] | None:
     if found:
         return [found]
     docker = shutil.which("docker")
-    if docker and _succeeds([docker, "compose", "version"]):
+    if docker and succeeds([docker, "compose", "version"]):
         return [docker, "compose"]
     return None
 
 
-def _succeeds(argv: Sequence[str], timeout: float = 10.0) -> bool:
+def succeeds(argv: Sequence[str], timeout: float = 10.0) -> bool:
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -262,6 +262,16 @@ class ComposeProject:
         timeout: float = 300.0,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        return run(
+            [*self._argv(files), *args],
+            what=what or f"docker-compose {' '.join(args[:2])}",
+            env=self.compose_env(),
+            timeout=timeout,
+            check=check,
+        )
+
+    def _argv(self, files: Sequence[Path] | None = None) -> list[str]:
+        """The compose CLI with this project's name and files."""
         if not self.cli:
             cli = compose_cli()
             if cli is None:
@@ -270,23 +280,12 @@ class ComposeProject:
         argv = [*self.cli, "-p", self.name]
         for path in self.files() if files is None else files:
             argv += ["-f", str(path)]
-        return run(
-            [*argv, *args],
-            what=what or f"docker-compose {' '.join(args[:2])}",
-            env=self.compose_env(),
-            timeout=timeout,
-            check=check,
-        )
+        return argv
 
     def show_logs(self, services: Sequence[str], follow: bool) -> int:
         """``docker-compose logs`` of these compose services, straight to the terminal."""
-        cli = self.cli or compose_cli()
-        if cli is None:
-            raise RuntimeFailure("neither docker-compose nor `docker compose` is installed")
-        argv = [*cli, "-p", self.name]
-        for path in self.files():
-            argv += ["-f", str(path)]
-        argv += ["logs", "--no-color", "--timestamps", *(["-f"] if follow else []), *services]
+        argv = [*self._argv(), "logs", "--no-color", "--timestamps"]
+        argv += [*(["-f"] if follow else []), *services]
         try:
             return subprocess.call(argv, cwd=REPO_ROOT, env=self.compose_env())
         except KeyboardInterrupt:

@@ -117,6 +117,15 @@ class RolloutDrill(Drill):
         ctx.facts["rollout_message"] = state.message
         ctx.facts["rollout"] = state.model_dump(mode="json")
 
+    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
+        """Rolling and blue-green; the canaries judge their analyses instead."""
+        return [
+            self.completed(ctx),
+            no_failures(rows),
+            self.latency_kept(ctx, rows),
+            no_lost_orders(audit),
+        ]
+
     def completed(self, ctx: DrillContext) -> SLO:
         phase = ctx.facts.get("rollout_phase", "not started")
         return SLO(
@@ -160,14 +169,6 @@ class Rolling(RolloutDrill):
     )
     strategy = "rolling"
 
-    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
-        return [
-            self.completed(ctx),
-            no_failures(rows),
-            self.latency_kept(ctx, rows),
-            no_lost_orders(audit),
-        ]
-
 
 class BlueGreen(RolloutDrill):
     name = "bluegreen"
@@ -182,14 +183,6 @@ class BlueGreen(RolloutDrill):
         return RolloutSpec(
             service=self.options.service, version=version, strategy="bluegreen", keep_blue=3.0
         )
-
-    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
-        return [
-            self.completed(ctx),
-            no_failures(rows),
-            self.latency_kept(ctx, rows),
-            no_lost_orders(audit),
-        ]
 
 
 class Canary(RolloutDrill):

@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,41 +19,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-TEST_OVERRIDE = ROOT / "docker-compose.test.yml"
+# The compose files, labels and CLI lookup are the adapter's (one definition of each).
+from infra.compose.project import (
+    PROJECT_LABEL,
+    REPO_ROOT,
+    SERVICE_LABEL,
+    compose_cli,
+    succeeds,
+)
+
+ROOT = REPO_ROOT
 GEN_ENV = ROOT / "infra" / "docker" / "gen-env.sh"
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
 
 T = TypeVar("T")
-
-
-def compose_cli() -> list[str] | None:
-    """docker-compose (v1, the Debian package) or the v2 plugin; None when neither exists."""
-    found = shutil.which("docker-compose")
-    if found:
-        return [found]
-    docker = shutil.which("docker")
-    if docker and _succeeds([docker, "compose", "version"]):
-        return [docker, "compose"]
-    return None
 
 
 def docker_cli() -> str | None:
     return shutil.which("docker")
 
 
-def _succeeds(argv: Sequence[str]) -> bool:
-    try:
-        return subprocess.run(argv, capture_output=True, timeout=20, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def engine_answers() -> bool:
     docker = docker_cli()
-    return docker is not None and _succeeds([docker, "info", "--format", "{{.ServerVersion}}"])
+    return docker is not None and succeeds(
+        [docker, "info", "--format", "{{.ServerVersion}}"], timeout=20
+    )
 
 
 def write_env_files(directory: Path) -> dict[str, str]:
@@ -249,3 +239,63 @@ def interpolate(value: str, env: Mapping[str, str] | None = None) -> str:
         return env.get(name) or (default if default is not None else "")
 
     return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?]([^}]*))?\}", replace, value)
+
+
+@dataclass
+class Traffic:
+    """Clients that place an order and read it back until told to stop, optionally pausing
+    between rounds (under a busy engine a client that never pauses keeps orders' CPU busy and
+    its Consul check late)."""
+
+    gateway: Gateway
+    clients: int = 3
+    pause: float = 0.0
+    prefix: str = "c-drill"
+    sent: int = 0
+    order_ids: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)  # POSTs answered per version
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def _client(self, number: int) -> None:
+        iteration = 0
+        while not self._stop.wait(self.pause):
+            iteration += 1
+            order_id, failure, version = None, None, None
+            try:
+                placed = self.gateway.place_order(f"{self.prefix}-{number}-{iteration}")
+                version = placed.headers.get("X-Mesh-Upstream-Version")
+                if placed.status != 202:
+                    failure = f"POST {placed.status} {placed.body}"
+                else:
+                    order_id = placed.body["id"]
+                    read = self.gateway.order(order_id)
+                    if read.status != 200:
+                        failure = f"GET {read.status} {read.body}"
+            except Exception as exc:  # a refused or reset connection is a failed request too
+                failure = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self.sent += 2
+                if version:
+                    self.served[version] = self.served.get(version, 0) + 1
+                if order_id:
+                    self.order_ids.append(order_id)
+                if failure:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} client {number}: {failure}")
+
+    def start(self) -> None:
+        for number in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.sent

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from compose_support import (
-    COMPOSE_FILE,
     ROOT,
-    TEST_OVERRIDE,
     ComposeProject,
     compose_cli,
     interpolate,
 )
+
+from infra.compose.project import COMPOSE_FILE, TEST_OVERRIDE
 
 APP_SERVICES = ("gateway", "orders", "inventory", "payments", "notifications")
 INFRA_SERVICES = ("kafka", "consul", "redis")

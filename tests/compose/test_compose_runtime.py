@@ -23,19 +23,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from compose_support import (
-    COMPOSE_FILE,
     ROOT,
-    TEST_OVERRIDE,
     ComposeProject,
     Gateway,
+    Traffic,
     docker,
     free_port,
     wait_for,
@@ -43,7 +41,7 @@ from compose_support import (
 )
 
 from infra.compose.detect import running_runtime
-from infra.compose.project import project_version
+from infra.compose.project import COMPOSE_FILE, TEST_OVERRIDE, project_version
 from infra.compose.runtime import ComposeRuntime
 from infra.runtime import RuntimeFailure
 from infra.runtime.models import RolloutSpec
@@ -71,64 +69,6 @@ class RuntimeStack:
     environ: dict[str, str]
     gateway_port: int
     consul_port: int
-
-
-@dataclass
-class PacedTraffic:
-    """A small steady load: each client places an order and reads it back, then pauses (a
-    client that never pauses would keep orders' half CPU busy and its Consul check late)."""
-
-    gateway: Gateway
-    clients: int = 2
-    pause: float = 0.2
-    sent: int = 0
-    order_ids: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    served: dict[str, int] = field(default_factory=dict)  # POSTs answered per version
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _client(self, number: int) -> None:
-        iteration = 0
-        while not self._stop.wait(self.pause):
-            iteration += 1
-            order_id, failure, version = None, None, None
-            try:
-                placed = self.gateway.place_order(f"c-rollout-{number}-{iteration}")
-                version = placed.headers.get("X-Mesh-Upstream-Version")
-                if placed.status != 202:
-                    failure = f"POST {placed.status} {placed.body}"
-                else:
-                    order_id = placed.body["id"]
-                    read = self.gateway.order(order_id)
-                    if read.status != 200:
-                        failure = f"GET {read.status} {read.body}"
-            except Exception as exc:  # a refused or reset connection is a failed request too
-                failure = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self.sent += 2
-                if version:
-                    self.served[version] = self.served.get(version, 0) + 1
-                if order_id:
-                    self.order_ids.append(order_id)
-                if failure:
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} client {number}: {failure}")
-
-    def start(self) -> None:
-        for number in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def count(self) -> int:
-        with self._lock:
-            return self.sent
 
 
 def wait_terminal(
@@ -337,7 +277,7 @@ def test_killed_replica_comes_back(healthy: RuntimeStack) -> None:
     wait_terminal(healthy.gateway, [answer.body["id"]], timeout=90)
 
 
-def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: PacedTraffic) -> float:
+def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: Traffic) -> float:
     runtime = stack.runtime
     started = time.monotonic()
     runtime.rollout(spec)
@@ -355,7 +295,7 @@ def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: PacedTraffic) -> f
 
 def test_bluegreen_then_canary_under_load_lose_no_request(healthy: RuntimeStack) -> None:
     runtime = healthy.runtime
-    traffic = PacedTraffic(healthy.gateway)
+    traffic = Traffic(healthy.gateway, clients=2, pause=0.2, prefix="c-rollout")
     traffic.start()
     try:
         wait_for(lambda: traffic.count() >= 10, timeout=60, what="traffic flowing")

@@ -17,21 +17,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from compose_support import (
-    COMPOSE_FILE,
     ROOT,
-    TEST_OVERRIDE,
     ComposeProject,
     Gateway,
+    Traffic,
     container_name,
     docker,
     free_port,
@@ -39,6 +37,8 @@ from compose_support import (
     wait_for,
     write_env_files,
 )
+
+from infra.compose.project import COMPOSE_FILE, TEST_OVERRIDE
 
 pytestmark = [
     pytest.mark.slow,
@@ -212,58 +212,6 @@ def test_orders_are_confirmed_through_the_gateway(stack: Stack) -> None:
         assert answer.headers.get("X-Mesh-Upstream-Version") == "v1"
         order_ids.append(answer.body["id"])
     wait_confirmed(stack.gateway, order_ids, timeout=60)
-
-
-@dataclass
-class Traffic:
-    """Clients sending orders and reading them back, until told to stop."""
-
-    gateway: Gateway
-    clients: int = 3
-    sent: int = 0
-    order_ids: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _client(self, number: int) -> None:
-        iteration = 0
-        while not self._stop.is_set():
-            iteration += 1
-            order_id, failure = None, None
-            try:
-                placed = self.gateway.place_order(f"c-drill-{number}-{iteration}")
-                if placed.status != 202:
-                    failure = f"POST {placed.status} {placed.body}"
-                else:
-                    order_id = placed.body["id"]
-                    read = self.gateway.order(order_id)
-                    if read.status != 200:
-                        failure = f"GET {read.status} {read.body}"
-            except Exception as exc:  # a refused or reset connection is a failed request too
-                failure = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self.sent += 2
-                if order_id:
-                    self.order_ids.append(order_id)
-                if failure:
-                    self.failures.append(f"client {number}: {failure}")
-
-    def start(self) -> None:
-        for number in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(number,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def count(self) -> int:
-        with self._lock:
-            return self.sent
 
 
 def orders_served(container_id: str) -> float:
