@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Errors that mean "Redis is not reachable right now", as opposed to a bad command.
@@ -42,7 +46,128 @@ def create_redis(
         decode_responses=True,
         client_name=client_name,
     )
-    return aioredis.Redis.from_pool(pool)
+    return Redis.from_pool(pool)
+
+
+# Never sent in an automatic pipeline: they block the connection, or change its state.
+_ALONE = frozenset(
+    {
+        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
+        "WAIT", "WAITAOF", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SELECT",
+        "AUTH", "HELLO", "CLIENT", "CLIENT SETNAME", "QUIT", "RESET", "MULTI", "EXEC",
+        "DISCARD", "WATCH", "UNWATCH", "SHUTDOWN", "SYNC", "PSYNC", "DEBUG",
+    }
+)  # fmt: skip
+
+
+def _alone(args: tuple[Any, ...]) -> bool:
+    name = str(args[0]).upper()
+    if name in _ALONE:
+        return True
+    # XREAD / XREADGROUP ... BLOCK ms
+    return name.startswith("XREAD") and any(
+        a.upper() in (b"BLOCK", "BLOCK") for a in args[1:] if isinstance(a, str | bytes)
+    )
+
+
+class Redis(aioredis.Redis):
+    """``redis.asyncio.Redis`` with two savings, both invisible to callers:
+
+    * Automatic pipelining: commands called while others are on their way to Redis are
+      sent together, in one (non-transactional) pipeline, when those return (or at the next
+      turn of the event loop). Each caller gets its own reply or error; a command costs the
+      client a fraction of a round trip of its own, and many handlers or requests read at
+      the same time. Blocking and connection-state commands are always sent alone.
+    * No OpenTelemetry instrumentation when nothing would be recorded. The instrumentation
+      formats every command (a pipeline: all of them) into a statement and starts a span
+      before asking the sampler; under a trace that is not sampled (or no trace: parentless
+      client spans are dropped) that is pure cost. Commands of a sampled trace are sent on
+      their own, with their spans, as before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.pipelined = 0  # commands sent in an automatic pipeline
+        self.pipelines = 0  # automatic pipelines sent
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if trace.get_current_span().is_recording():
+            return await super().execute_command(*args, **options)
+        if self.connection is not None or _alone(args):
+            with suppress_instrumentation():
+                return await super().execute_command(*args, **options)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queued.append((args, options, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="redis-auto-pipeline")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            with suppress_instrumentation():
+                while self._queued:
+                    await asyncio.sleep(0)  # what else is called in this turn joins
+                    batch, self._queued = self._queued, []
+                    await self._send(batch)
+        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
+            for _, _, future in self._queued:
+                if not future.done():
+                    future.set_exception(exc)
+            self._queued = []
+            raise
+        finally:
+            self._flusher = None
+
+    async def _send(
+        self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]
+    ) -> None:
+        replies: list[Any]
+        try:
+            if len(batch) == 1:
+                args, options, _ = batch[0]
+                replies = [await super().execute_command(*args, **options)]
+            else:
+                pipe = Pipeline(self.connection_pool, self.response_callbacks, False, None)
+                pipe.command_stack = [(args, options) for args, options, _ in batch]
+                async with pipe:
+                    replies = await pipe.execute(raise_on_error=False)
+                self.pipelines += 1
+                self.pipelined += len(batch)
+        except (ResponseError, DataError) as exc:
+            if len(batch) > 1:
+                # An argument that cannot be encoded fails the packing of the whole pipeline,
+                # before anything is sent: one at a time, so only its caller sees it.
+                for one in batch:
+                    await self._send([one])
+                return
+            replies = [exc]
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller gave up
+            if isinstance(reply, RedisError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class _Pipeline(Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if trace.get_current_span().is_recording():
+            return await super().execute(raise_on_error)
+        with suppress_instrumentation():
+            return await super().execute(raise_on_error)
 
 
 async def redis_ready(client: aioredis.Redis, timeout: float = 1.0) -> bool:
@@ -50,3 +175,114 @@ async def redis_ready(client: aioredis.Redis, timeout: float = 1.0) -> bool:
         return bool(await asyncio.wait_for(client.ping(), timeout))
     except (TimeoutError, RedisError, OSError):
         return False
+
+
+class GroupCommit:
+    """Executes many small ``MULTI``/``EXEC`` transactions as one: a group commit.
+
+    ``await commits.execute(tx)`` instead of ``await tx.execute()``: the transactions handed
+    in while one group is on its way to Redis are sent together, as ONE transaction, when it
+    returns (or at the next turn of the event loop when none is). Every command of every
+    transaction runs, atomically, in one round trip; each caller gets its own replies, or
+    the first error among them, exactly as ``tx.execute()`` would give it. A Redis command
+    costs the client far less inside a big pipeline than in a transaction of its own (about
+    50 us against 250 us for a transaction of three), and under load many handlers finish
+    within the same round trip.
+
+    Isolation between callers is kept: a runtime error in one command (a script that fails)
+    fails that command alone, in Redis as in the reply, so only its caller sees an error;
+    an error that aborts a whole transaction (``EXECABORT``: a command that does not parse)
+    makes the group run again one transaction at a time, so only the bad one fails.
+    Unreachable Redis fails every caller of the group with the same error. A transaction
+    that watches keys (or holds a connection) runs by itself.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._queue: list[tuple[Pipeline, asyncio.Future[list[Any]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions sent to Redis (a group counts once)
+        self.transactions = 0  # transactions handed in
+
+    async def execute(self, tx: Pipeline) -> list[Any]:
+        self.transactions += 1
+        if tx.watching or tx.connection is not None or tx.explicit_transaction:
+            self.groups += 1
+            return await tx.execute()
+        if not tx.command_stack:
+            return []
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((tx, future))
+        if self._flusher is None:
+            # The task inherits the caller's context: its Redis span (if traced) goes with
+            # the first transaction of the group.
+            self._flusher = asyncio.create_task(self._flush(), name="redis-group-commit")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                # One turn of the loop: whatever else finishes in this turn joins the group.
+                await asyncio.sleep(0)
+                group, self._queue = self._queue, []
+                await self._commit(group)
+        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
+            for _, future in self._queue:
+                if not future.done():
+                    future.set_exception(exc)
+            self._queue = []
+            raise
+        finally:
+            self._flusher = None
+
+    async def _commit(self, group: list[tuple[Pipeline, asyncio.Future[list[Any]]]]) -> None:
+        if len(group) == 1:
+            await self._alone(*group[0])
+            return
+        combined = self._client.pipeline(transaction=True)
+        # Sizes now: a caller that gives up (cancelled) resets its pipeline meanwhile.
+        sizes = [len(tx.command_stack) for tx, _ in group]
+        for tx, _ in group:
+            combined.command_stack.extend(tx.command_stack)
+            combined.scripts.update(tx.scripts)
+        self.groups += 1
+        try:
+            async with combined:
+                replies = await combined.execute(raise_on_error=False)
+        except (ResponseError, DataError):
+            # A command that does not even queue (EXECABORT), or an argument that cannot be
+            # encoded, fails the whole transaction before anything ran. One at a time, so
+            # only its own caller fails.
+            for tx, future in group:
+                await self._alone(tx, future)
+            return
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for (_, future), size in zip(group, sizes, strict=True):
+            mine, start = replies[start : start + size], start + size
+            if future.done():
+                continue  # its caller gave up (cancelled): the effects are stored anyway
+            error = next((r for r in mine if isinstance(r, ResponseError)), None)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(mine)
+
+    async def _alone(self, tx: Pipeline, future: asyncio.Future[list[Any]]) -> None:
+        self.groups += 1
+        try:
+            result = await tx.execute()
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not future.done():
+            future.set_result(result)

@@ -28,6 +28,7 @@ from redis.exceptions import WatchError
 from services.common.kafka import redrive
 from services.common.kafka.envelope import Envelope
 from services.common.kafka.outbox import Outbox
+from services.common.redis import GroupCommit
 from services.common.tracing import current_carrier
 from services.orders.models import Order, TimelineEntry, iso
 
@@ -114,11 +115,19 @@ class OrdersStore:
     def __init__(self, redrive_after: float = 10.0) -> None:
         self._redis: aioredis.Redis | None = None
         self._outbox: Outbox | None = None
+        self._commits: GroupCommit | None = None
         self._redrive_after = redrive_after
 
     def attach(self, redis: aioredis.Redis, outbox: Outbox) -> None:
         self._redis = redis
         self._outbox = outbox
+        self._commits = GroupCommit(redis)
+
+    @property
+    def commits(self) -> GroupCommit:
+        if self._commits is None:
+            raise RuntimeError("the orders store is not attached to Redis yet")
+        return self._commits
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -151,21 +160,27 @@ class OrdersStore:
                         if taken is not None:
                             return taken
                         tx.multi()
-                    stored = {**_to_hash(order), "trace": json.dumps(current_carrier())}
-                    tx.hset(order_key(order.id), mapping=stored)
-                    tx.zadd(customer_key(order.customer_id), {order.id: 0})
-                    # Due for a re-announcement unless concluded by then (same transaction:
-                    # no PENDING order escapes the index). Wall-clock time, shared by the
-                    # replicas: a skew between their clocks only shifts when it is due.
-                    tx.zadd(PENDING_KEY, {order.id: time.time() + self._redrive_after})
-                    self.outbox.stage(tx, ORDER_CREATED, event)
+                    self._stage_create(tx, order, event)
                     if claim is not None:
                         value = f"{order.id} {claim.fingerprint}"
                         tx.set(claim.key, value, ex=claim.ttl)
-                    await tx.execute()
+                        await tx.execute()
+                    else:
+                        # Nothing watched: orders placed together are stored together.
+                        await self.commits.execute(tx)
                     return None
                 except WatchError:
                     continue  # the key was just taken: the next round reads it
+
+    def _stage_create(self, tx: Pipeline, order: Order, event: Envelope) -> None:
+        stored = {**_to_hash(order), "trace": json.dumps(current_carrier())}
+        tx.hset(order_key(order.id), mapping=stored)
+        tx.zadd(customer_key(order.customer_id), {order.id: 0})
+        # Due for a re-announcement unless concluded by then (same transaction: no PENDING
+        # order escapes the index). Wall-clock time, shared by the replicas: a skew between
+        # their clocks only shifts when it is due.
+        tx.zadd(PENDING_KEY, {order.id: time.time() + self._redrive_after})
+        self.outbox.stage(tx, ORDER_CREATED, event)
 
     async def get(self, order_id: str) -> Order | None:
         stored = cast(dict[str, str], await self.redis.hgetall(order_key(order_id)))

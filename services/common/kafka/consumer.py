@@ -41,7 +41,7 @@ from services.common.kafka.envelope import Envelope
 from services.common.kafka.outbox import Outbox
 from services.common.kafka.producer import BrokerUnavailable, EventProducer
 from services.common.metrics import Metrics
-from services.common.redis import REDIS_UNAVAILABLE
+from services.common.redis import REDIS_UNAVAILABLE, GroupCommit
 from services.common.settings import ServiceSettings
 from services.common.tracing import mark_error, process_span
 
@@ -153,6 +153,9 @@ class ConsumerRunner:
         self._semaphore = asyncio.Semaphore(settings.CONSUMER_CONCURRENCY)
         self.batch_lock = asyncio.Lock()
         self._next_lag = 0.0
+        # Handlers that finish together store their effects in one transaction.
+        self._commits = GroupCommit(redis)
+        self._ttl = int(settings.IDEMPOTENCY_TTL)
 
     @property
     def topics(self) -> list[str]:
@@ -400,15 +403,12 @@ class ConsumerRunner:
             finished = await self._handle_with_retries(record, event, span)
         if finished:
             state.processed.add(str(event.id))
-        self._metrics.kafka_handle_latency.labels(**self._metrics.base, topic=record.topic).observe(
-            time.perf_counter() - started
-        )
+        m = self._metrics
+        m.child(m.kafka_handle_latency, record.topic).observe(time.perf_counter() - started)
         return finished
 
     def _count(self, topic: str, outcome: str) -> None:
-        self._metrics.kafka_consumed.labels(
-            **self._metrics.base, topic=topic, outcome=outcome
-        ).inc()
+        self._metrics.child(self._metrics.kafka_consumed, topic, outcome).inc()
 
     async def _handle_with_retries(self, record: Record, event: Envelope, span: Span) -> bool:
         settings = self._settings
@@ -416,7 +416,7 @@ class ConsumerRunner:
             base=settings.CONSUMER_RETRY_BACKOFF, cap=settings.CONSUMER_RETRY_BACKOFF_MAX
         )
         attempt = 0
-        errors = self._metrics.kafka_handler_errors.labels(**self._metrics.base, topic=record.topic)
+        errors = self._metrics.child(self._metrics.kafka_handler_errors, record.topic)
         while True:
             try:
                 if self._faults is not None:
@@ -465,8 +465,8 @@ class ConsumerRunner:
                 outbox=self._outbox,
             )
             await self._handlers[record.topic](event, context)
-            tx.set(marker, "1", nx=True, ex=int(self._settings.IDEMPOTENCY_TTL))
-            results = await tx.execute()
+            tx.set(marker, "1", nx=True, ex=self._ttl)
+            results = await self._commits.execute(tx)
         if results[-1] is None:
             # Only if another member handled the same message at the same moment (it was
             # evicted from the group while still working): its effects were applied twice.

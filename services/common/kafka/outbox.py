@@ -173,7 +173,7 @@ class OutboxRelay:
         if now >= self._next_report:
             self._next_report = now + 1.0
             pending = await self._redis.xlen(self.key)
-            self._metrics.outbox_pending.labels(**self._metrics.base).set(pending)
+            self._metrics.child(self._metrics.outbox_pending).set(pending)
         if not entries:
             entries = await self._read(">", self._block_ms if block else None)
         if not entries:
@@ -211,7 +211,7 @@ class OutboxRelay:
                 tx.xack(self.key, GROUP, *done)
                 tx.xdel(self.key, *done)
                 await tx.execute()
-            self._metrics.outbox_published.labels(**self._metrics.base).inc(len(done))
+            self._metrics.child(self._metrics.outbox_published).inc(len(done))
         if len(done) < len(entries):
             error = next(r for r in results if isinstance(r, BaseException))
             missing = len(entries) - len(done)

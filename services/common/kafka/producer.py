@@ -105,9 +105,9 @@ class EventProducer:
 
     def _finish(self, topic: str, span: Span, exc: BaseException | None) -> None:
         if exc is None:
-            self._metrics.kafka_produced.labels(**self._metrics.base, topic=topic).inc()
+            self._metrics.child(self._metrics.kafka_produced, topic).inc()
         else:
-            self._metrics.kafka_produce_errors.labels(**self._metrics.base, topic=topic).inc()
+            self._metrics.child(self._metrics.kafka_produce_errors, topic).inc()
             mark_error(span, exc)
         span.end()
 
