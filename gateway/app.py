@@ -1,11 +1,20 @@
-"""The gateway's app: the kit's probes, metrics and errors, the admin API, and the proxy."""
+"""The gateway: its control plane (an aiohttp app with the kit's probes, metrics and errors,
+and the admin API) and its data plane (the proxy behind its own HTTP listener).
+
+Clients reach one port, the listener's. It serves ``/api`` itself and passes every other
+path to the control plane, which listens on a Unix socket in a private directory.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.accesslog import AccessLog
 from gateway.admin import DISCOVERY, ROUTES, admin_routes
 from gateway.balancer import OutlierPolicy
 from gateway.discovery import Discovery
@@ -13,6 +22,7 @@ from gateway.metrics import DiscoveryCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.ratelimit import RateLimiter
 from gateway.routes import RouteTable
+from gateway.server import FrontServer
 from gateway.settings import GatewaySettings
 from services.common.app import CONSUL, LIFECYCLE, METRICS, REDIS, ReadinessCheck, create_app
 
@@ -47,7 +57,20 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         limiter = RateLimiter(
             app[REDIS], settings.GATEWAY_RATE_LIMIT_BURST, settings.GATEWAY_RATE_LIMIT_RPS
         )
-    proxy = Proxy(settings, table, discovery, metrics, limiter)
+    kit_metrics = app[METRICS]
+    proxy = Proxy(
+        settings,
+        table,
+        discovery,
+        metrics,
+        limiter,
+        in_flight=kit_metrics.http_in_flight.labels(**kit_metrics.base),
+        access_log=(
+            AccessLog(settings.SERVICE_NAME, settings.SERVICE_VERSION)
+            if settings.GATEWAY_ACCESS_LOG
+            else None
+        ),
+    )
     await proxy.open()
     discovery.start()
     app[DISCOVERY] = discovery
@@ -61,10 +84,6 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await discovery.stop()
     await proxy.close()
-
-
-async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    return await request.app[PROXY].handle(request)
 
 
 def build(settings: GatewaySettings) -> web.Application:
@@ -82,6 +101,40 @@ def build(settings: GatewaySettings) -> web.Application:
     app[GATEWAY_SETTINGS] = settings
     app[ROUTES] = table
     app.cleanup_ctx.append(_gateway_ctx)
-    app.router.add_route("*", "/api", proxy_handler)
-    app.router.add_route("*", "/api/{tail:.*}", proxy_handler)
     return app
+
+
+class Front:
+    """The data plane's listener on ``HOST:PORT``, and the control plane's private socket."""
+
+    def __init__(self, server: FrontServer, directory: str) -> None:
+        self.server = server
+        self.directory = directory
+
+    async def close(self, timeout: float) -> None:
+        await self.server.stop(timeout)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def listen(runner: web.AppRunner) -> Front:
+    """The kit's ``serve`` calls this once the control plane has started (its cleanup
+    contexts ran, so the proxy exists)."""
+    app = runner.app
+    settings = app[GATEWAY_SETTINGS]
+    proxy = app[PROXY]
+    directory = tempfile.mkdtemp(prefix="mesh-gateway-")  # mode 0700: ours alone
+    path = os.path.join(directory, "control.sock")
+    await web.UnixSite(runner, path).start()
+    proxy.control_address = path
+    server = FrontServer(
+        proxy.handle,
+        max_body=settings.MAX_BODY_BYTES,
+        on_refused=lambda code: proxy.cache(proxy.metrics.rejected, code).inc(),
+    )
+    server.tick_hooks.append(proxy.tick)
+    try:
+        await server.start(settings.HOST, settings.PORT)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Front(server, directory)

@@ -2,9 +2,9 @@
 
 The bucket lives in one Redis hash and is updated by a Lua script, so check-and-take is atomic
 and uses Redis's clock (gateway replicas may disagree about time; Redis does not). A replica
-takes a small lease of tokens at a time (a twentieth of a second's worth, at most 20) and
-spends it locally, so a busy key costs a Redis round trip per lease instead of per request;
-an unspent lease lapses after a second, which errs on the strict side.
+takes a lease of tokens at a time (a twentieth of a second's worth, at most half the burst)
+and spends it locally, so a busy key costs a Redis round trip per lease instead of per
+request; an unspent lease lapses after a second, which errs on the strict side.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class RateLimiter:
         self.client = client
         self.capacity = capacity
         self.per_second = per_second
-        self.lease_size = int(max(1, min(20, per_second / 20, capacity)))
+        self.lease_size = int(max(1, min(per_second / 20, capacity / 2)))
         self._script = client.register_script(_TOKEN_BUCKET)
         self._leases: dict[str, _Lease] = {}
         # One lease request per key at a time: concurrent requests wait for it instead of

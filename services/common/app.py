@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import consul.aio
 import redis.asyncio as aioredis
@@ -347,13 +347,26 @@ def create_app(
 # --- running --------------------------------------------------------------------------------
 
 
-async def serve(app: web.Application) -> int:
+class Listener(Protocol):
+    """A listener of the app's own in front of the aiohttp runner (the gateway's data plane)."""
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting; finish the requests in progress within ``timeout`` seconds."""
+
+
+Listen = Callable[[web.AppRunner], Awaitable[Listener]]
+
+
+async def serve(app: web.Application, listen: Listen | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit code.
 
     The sequence (DESIGN.md): readiness false; deregister from Consul and stop the consumers
     (the batch in progress is finished and committed); stop listening; finish in-flight
     requests; flush the outbox relay and close the clients. It must all fit in
     ``SHUTDOWN_GRACE_SECONDS``; past that the process exits anyway.
+
+    ``listen``, if given, takes the place of the TCP site: it is called once the app has
+    started and serves ``HOST:PORT`` itself (and the runner wherever it chooses).
     """
     settings = app[SETTINGS]
     lifecycle = app[LIFECYCLE]
@@ -370,9 +383,15 @@ async def serve(app: web.Application) -> int:
         shutdown_timeout=settings.SHUTDOWN_GRACE_SECONDS / 2,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.HOST, settings.PORT, backlog=1024, reuse_address=True)
+    listener: Listener | None = None
     try:
-        await site.start()
+        if listen is None:
+            site = web.TCPSite(
+                runner, settings.HOST, settings.PORT, backlog=1024, reuse_address=True
+            )
+            await site.start()
+        else:
+            listener = await listen(runner)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.HOST, settings.PORT, exc)
         await runner.cleanup()
@@ -383,6 +402,8 @@ async def serve(app: web.Application) -> int:
     log.info("draining", extra={"grace_seconds": settings.SHUTDOWN_GRACE_SECONDS})
     watchdog = loop.call_later(settings.SHUTDOWN_GRACE_SECONDS, _exit_now)
     await lifecycle.drain()
+    if listener is not None:
+        await listener.close(settings.SHUTDOWN_GRACE_SECONDS / 2)
     await runner.cleanup()
     watchdog.cancel()
     log.info("stopped")
@@ -395,15 +416,17 @@ def _exit_now() -> None:
     os._exit(1)
 
 
-def run(build: Callable[[S], web.Application], settings_class: type[S]) -> None:
+def run(
+    build: Callable[[S], web.Application], settings_class: type[S], listen: Listen | None = None
+) -> None:
     """Entrypoint of ``python -m services.<name>``: settings (exit 2 on a bad value),
-    logging, tracing, then :func:`serve` the app ``build`` returns."""
+    logging, tracing, then :func:`serve` the app ``build`` returns (through ``listen``)."""
     settings = load_settings(settings_class)
     setup_logging(settings.SERVICE_NAME, settings.SERVICE_VERSION, settings.LOG_LEVEL)
     provider = setup_tracing(settings)
 
     async def main() -> int:
-        return await serve(build(settings))
+        return await serve(build(settings), listen)
 
     try:
         if settings.EVENT_LOOP == "uvloop":
@@ -432,6 +455,8 @@ __all__ = [
     "REGISTRATION",
     "SETTINGS",
     "Lifecycle",
+    "Listen",
+    "Listener",
     "ReadinessCheck",
     "Route",
     "create_app",
