@@ -7,6 +7,7 @@ path to the control plane, which listens on a Unix socket in a private directory
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -137,4 +138,7 @@ async def listen(runner: web.AppRunner) -> Front:
     except OSError:
         shutil.rmtree(directory, ignore_errors=True)
         raise
+    # Everything built so far lives as long as the process: the cyclic collector need not
+    # walk it again on every full collection (a few percent of CPU per request under load).
+    gc.freeze()
     return Front(server, directory)

@@ -51,6 +51,9 @@ class Decision:
     retry_after_s: int  # whole seconds for the Retry-After header (at least 1 when refused)
 
 
+ALLOWED = Decision(True, 0)  # one instance: the common answer costs no allocation
+
+
 @dataclass
 class _Lease:
     tokens: int
@@ -84,7 +87,7 @@ class RateLimiter:
     async def check(self, api_key: str) -> Decision:
         while True:
             if self._take_local(api_key):
-                return Decision(True, 0)
+                return ALLOWED
             pending = self._pending.get(api_key)
             if pending is None:
                 break
@@ -103,5 +106,5 @@ class RateLimiter:
             future.set_result(None)
         if int(granted) >= 1:
             self._leases[api_key] = _Lease(int(granted) - 1, time.monotonic() + LEASE_SECONDS)
-            return Decision(True, 0)
+            return ALLOWED
         return Decision(False, max(1, math.ceil(int(retry_ms) / 1000)))

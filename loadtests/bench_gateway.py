@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import consul
+import psutil
 
 from infra.embedded import Infra
 from infra.process import ManagedProcess, free_port, wait_until
@@ -46,6 +47,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time the measured process (and its children: nginx's worker) spent per request.
+    cpu_us: float | None = None
 
 
 def say(message: str) -> None:
@@ -67,6 +70,7 @@ def wrk(
     seconds: int,
     headers: dict[str, str],
     script: Path | None = None,
+    pid: int | None = None,
 ) -> Result:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for key, value in headers.items():
@@ -74,7 +78,9 @@ def wrk(
     if script is not None:
         argv += ["-s", str(script)]
     say(f"  wrk {label}: {connections} connections, {seconds}s ...")
+    before = _cpu_seconds(pid)
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    spent = _cpu_seconds(pid) - before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -83,9 +89,22 @@ def wrk(
         match = re.search(pattern, out)
         if match:
             errors += int(match.group(1))
-    result = Result(label, rps, p50, p99, errors)
-    say(f"    {rps:,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}")
+    cpu_us = spent / (rps * seconds) * 1e6 if pid is not None and rps else None
+    result = Result(label, rps, p50, p99, errors, cpu_us)
+    cpu = f"  CPU {cpu_us:.0f} us/request" if cpu_us is not None else ""
+    say(f"    {rps:,.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}{cpu}")
     return result
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        times = each.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def paced_script(directory: Path, delay_ms: float) -> Path:
@@ -189,19 +208,10 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{ng_port}/api/stock", "nginx", ng)
 
             api_key = secrets.token_urlsafe(24)
-            gateways = {}
-            for label, extra in (
-                ("gateway", {"OTEL_TRACES_SAMPLER_ARG": "0.1"}),
-                ("gateway 100%", {"OTEL_TRACES_SAMPLER_ARG": "1.0"}),
-                (
-                    "gateway lean",
-                    {
-                        "GATEWAY_RATE_LIMIT_RPS": "0",
-                        "GATEWAY_ACCESS_LOG": "false",
-                        "OTEL_SDK_DISABLED": "true",
-                    },
-                ),
-            ):
+            key = {"X-API-Key": api_key}
+            c, s = args.connections, args.seconds
+
+            def start_gateway(label: str, extra: dict[str, str]) -> tuple[ManagedProcess, int]:
                 port = free_port()
                 gw = ManagedProcess(
                     label,
@@ -222,10 +232,8 @@ def main() -> int:
                 gw.start()
                 processes.append(gw)
                 wait_http(f"http://127.0.0.1:{port}/readyz", label, gw)
-                gateways[label] = port
+                return gw, port
 
-            key = {"X-API-Key": api_key}
-            c, s = args.connections, args.seconds
             say("peak throughput (closed loop)")
             direct = wrk(
                 "upstream",
@@ -233,6 +241,7 @@ def main() -> int:
                 connections=c,
                 seconds=s,
                 headers={},
+                pid=upstream.pid,
             )
             via_nginx = wrk(
                 "nginx",
@@ -240,48 +249,68 @@ def main() -> int:
                 connections=c,
                 seconds=s,
                 headers={},
+                pid=ng.pid,
             )
-            results = [direct, via_nginx] + [
-                wrk(
-                    label,
+            results = [direct, via_nginx]
+            # One gateway at a time: an idle one would still share the two cores.
+            for label, extra in (
+                ("gateway", {"OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+                ("gateway 100%", {"OTEL_TRACES_SAMPLER_ARG": "1.0"}),
+                (
+                    "gateway lean",
+                    {
+                        "GATEWAY_RATE_LIMIT_RPS": "0",
+                        "GATEWAY_ACCESS_LOG": "false",
+                        "OTEL_SDK_DISABLED": "true",
+                    },
+                ),
+            ):
+                gw, port = start_gateway(label, extra)
+                results.append(
+                    wrk(
+                        label,
+                        f"http://127.0.0.1:{port}/api/stock",
+                        connections=c,
+                        seconds=s,
+                        headers=key,
+                        pid=gw.pid,
+                    )
+                )
+                if label != "gateway":
+                    gw.stop()
+                    continue
+                half = results[-1].rps / 2
+                paced_connections = 10
+                delay = paced_connections * 1000 / half
+                script = paced_script(home, delay)
+                say(f"latency at half the gateway's peak (~{half:,.0f} req/s)")
+                paced_direct = wrk(
+                    "upstream paced",
+                    f"http://127.0.0.1:{up_port}/stock",
+                    connections=paced_connections,
+                    seconds=s,
+                    headers={},
+                    script=script,
+                )
+                paced_gw = wrk(
+                    "gateway paced",
                     f"http://127.0.0.1:{port}/api/stock",
-                    connections=c,
+                    connections=paced_connections,
                     seconds=s,
                     headers=key,
+                    script=script,
                 )
-                for label, port in gateways.items()
-            ]
+                gw.stop()
             gateway = results[2]
-
-            half = gateway.rps / 2
-            paced_connections = 10
-            delay = paced_connections * 1000 / half
-            script = paced_script(home, delay)
-            say(f"latency at half the gateway's peak (~{half:,.0f} req/s)")
-            paced_direct = wrk(
-                "upstream paced",
-                f"http://127.0.0.1:{up_port}/stock",
-                connections=paced_connections,
-                seconds=s,
-                headers={},
-                script=script,
-            )
-            paced_gw = wrk(
-                "gateway paced",
-                f"http://127.0.0.1:{gateways['gateway']}/api/stock",
-                connections=paced_connections,
-                seconds=s,
-                headers=key,
-                script=script,
-            )
         finally:
             for process in reversed(processes):
                 process.stop()
 
     say("")
-    say(f"{'':14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    say(f"{'':14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU us/req':>11}")
     for r in results:
-        say(f"{r.label:14} {r.rps:>10,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7}")
+        cpu = f"{r.cpu_us:>11.0f}" if r.cpu_us is not None else ""
+        say(f"{r.label:14} {r.rps:>10,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>7} {cpu}")
     ratio = gateway.rps / via_nginx.rps
     full_ratio = results[3].rps / via_nginx.rps
     lean_ratio = results[4].rps / via_nginx.rps
