@@ -168,6 +168,9 @@ class Load:
     threads: int = 4
     query: str = ""
     results: list[tuple[float, int, str]] = field(default_factory=list)  # (t, status, version)
+    # (sent, answered, version): routing order is the order requests were sent in, which
+    # concurrent threads do not keep in their answers.
+    timings: list[tuple[float, float, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -178,6 +181,7 @@ class Load:
             request = urllib.request.Request(
                 f"{self.url}/api/web/ping{self.query}", headers={"X-API-Key": self.api_key}
             )
+            sent = time.monotonic()
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     status, version = response.status, response.headers["X-Mesh-Upstream-Version"]
@@ -187,8 +191,10 @@ class Load:
                 with self._lock:
                     self.errors.append(repr(exc))
                 continue
+            answered = time.monotonic()
             with self._lock:
-                self.results.append((time.monotonic(), status, version or ""))
+                self.results.append((answered, status, version or ""))
+                self.timings.append((sent, answered, version or ""))
 
     def __enter__(self) -> Load:
         for _ in range(self.threads):
