@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -70,6 +72,47 @@ def _alone(args: tuple[Any, ...]) -> bool:
     )
 
 
+class _TurnBatcher:
+    """Collects work handed in during one turn of the event loop (and while the previous
+    batch is on its way to Redis) and gives it to ``send`` as one batch. Each item's last
+    element is the future its caller awaits; if the flushing task dies (cancelled with the
+    loop), every waiting caller gets the error, so nobody waits forever."""
+
+    def __init__(
+        self,
+        send: Callable[[list[Any]], Awaitable[None]],
+        name: str,
+        quiet: bool = False,
+    ) -> None:
+        self._send = send
+        self._name = name
+        self._quiet = quiet  # no instrumentation spans for the batches themselves
+        self._queue: list[Any] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, item: tuple[Any, ...]) -> None:
+        self._queue.append(item)
+        if self._flusher is None:
+            # The task inherits the caller's context (and so its trace, if any).
+            self._flusher = asyncio.create_task(self._flush(), name=self._name)
+
+    async def _flush(self) -> None:
+        try:
+            with suppress_instrumentation() if self._quiet else contextlib.nullcontext():
+                while self._queue:
+                    await asyncio.sleep(0)  # what else is handed in this turn joins
+                    batch, self._queue = self._queue, []
+                    await self._send(batch)
+        except BaseException as exc:
+            for item in self._queue:
+                if not item[-1].done():
+                    item[-1].set_exception(exc)
+            self._queue = []
+            raise
+        finally:
+            self._flusher = None
+
+
 class Redis(aioredis.Redis):
     """``redis.asyncio.Redis`` with two savings, both invisible to callers:
 
@@ -87,8 +130,7 @@ class Redis(aioredis.Redis):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._queued: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batcher = _TurnBatcher(self._send, "redis-auto-pipeline", quiet=True)
         self.pipelined = 0  # commands sent in an automatic pipeline
         self.pipelines = 0  # automatic pipelines sent
 
@@ -99,26 +141,8 @@ class Redis(aioredis.Redis):
             with suppress_instrumentation():
                 return await super().execute_command(*args, **options)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((args, options, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="redis-auto-pipeline")
+        self._batcher.add((args, options, future))
         return await future
-
-    async def _flush(self) -> None:
-        try:
-            with suppress_instrumentation():
-                while self._queued:
-                    await asyncio.sleep(0)  # what else is called in this turn joins
-                    batch, self._queued = self._queued, []
-                    await self._send(batch)
-        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
-            for _, _, future in self._queued:
-                if not future.done():
-                    future.set_exception(exc)
-            self._queued = []
-            raise
-        finally:
-            self._flusher = None
 
     async def _send(
         self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]
@@ -199,8 +223,7 @@ class GroupCommit:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
-        self._queue: list[tuple[Pipeline, asyncio.Future[list[Any]]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batcher = _TurnBatcher(self._commit, "redis-group-commit")
         self.groups = 0  # transactions sent to Redis (a group counts once)
         self.transactions = 0  # transactions handed in
 
@@ -212,28 +235,10 @@ class GroupCommit:
         if not tx.command_stack:
             return []
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append((tx, future))
-        if self._flusher is None:
-            # The task inherits the caller's context: its Redis span (if traced) goes with
-            # the first transaction of the group.
-            self._flusher = asyncio.create_task(self._flush(), name="redis-group-commit")
+        # The flushing task inherits this caller's context: its Redis span (if traced)
+        # goes with the first transaction of the group.
+        self._batcher.add((tx, future))
         return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                # One turn of the loop: whatever else finishes in this turn joins the group.
-                await asyncio.sleep(0)
-                group, self._queue = self._queue, []
-                await self._commit(group)
-        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
-            for _, future in self._queue:
-                if not future.done():
-                    future.set_exception(exc)
-            self._queue = []
-            raise
-        finally:
-            self._flusher = None
 
     async def _commit(self, group: list[tuple[Pipeline, asyncio.Future[list[Any]]]]) -> None:
         if len(group) == 1:
