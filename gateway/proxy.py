@@ -558,6 +558,7 @@ class _Relay:
         self.echo = echo
         self.upstream: UpstreamConnection | None = None
         self.status = 0
+        self._paused = False
 
     def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
@@ -571,10 +572,19 @@ class _Relay:
         self.conn.send_chunk(data)
         paused = self.conn.write_paused
         upstream = self.upstream
-        if paused is not None and upstream is not None and upstream.transport is not None:
-            upstream.transport.pause_reading()
-            transport = upstream.transport
-            paused.add_done_callback(lambda _: transport.resume_reading())
+        if self._paused or paused is None or upstream is None or upstream.transport is None:
+            return
+        # The client reads slower than the upstream writes: stop reading until it catches up.
+        self._paused = True
+        transport = upstream.transport
+        transport.pause_reading()
+
+        def resume(_: object) -> None:
+            self._paused = False
+            if not transport.is_closing():
+                transport.resume_reading()
+
+        paused.add_done_callback(resume)
 
 
 def _declared_length(answer: Answer) -> int | None:

@@ -62,6 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink: Sink | None = None
         self._head_only = False
         self._status = 0
+        self._framed = True  # the answer says where its body ends
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
 
@@ -74,6 +75,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self.pool.forget(self)
+        if self._status >= 200 and not self._framed and exc is None:
+            # No Content-Length and not chunked: the body ends where the connection does.
+            self._complete(keep_alive=False)
         self._fail("disconnect", "the upstream closed the connection")
 
     def data_received(self, data: bytes) -> None:
@@ -98,6 +102,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = self.parser.get_status_code()
         if self._status < 200:
             return  # an interim answer (103 Early Hints): the real one follows
+        self._framed = self._status in (204, 304) or any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self._headers
+        )
         if self._head_only:
             # llhttp cannot be told that a HEAD answer has no body: finish here and never
             # reuse the connection, whose parser now expects a body that will not come.
@@ -183,12 +190,18 @@ class UpstreamPool:
         self._closing = False
 
     async def acquire(self, address: Address) -> UpstreamConnection:
-        idle = self._idle.get(address)
-        while idle:
-            conn = idle.pop()  # the most recently used: warmest, least likely to be reaped
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                return conn
-        while self.open >= self.limit:
+        while True:
+            idle = self._idle.get(address)
+            while idle:
+                conn = idle.pop()  # the most recently used: warmest, least likely reaped
+                if not conn.closed and conn.transport is not None:
+                    if not conn.transport.is_closing():
+                        return conn
+            if self.open < self.limit:
+                break
+            # At the limit: an idle connection to another upstream gives its place up (its
+            # close frees a slot), else wait for a connection to come back or close.
+            self._close_one_idle()
             slot = self.loop.create_future()
             self._slots.append(slot)
             await slot
@@ -203,6 +216,12 @@ class UpstreamPool:
         except OSError as exc:
             self._release_slot()
             raise UpstreamError("connect", exc.strerror or str(exc)) from None
+
+    def _close_one_idle(self) -> None:
+        for idle in self._idle.values():
+            if idle:
+                idle.pop(0).close()  # the least recently used
+                return
 
     async def exchange(
         self, address: Address, data: bytes, *, timeout: float | None, head_only: bool = False
@@ -248,6 +267,7 @@ class UpstreamPool:
         if conn.reusable and not conn.closed and not self._closing:
             conn.idle_since = self.clock()
             self._idle.setdefault(conn.address, []).append(conn)
+            self._wake_one()  # a request waiting for a slot may take this connection
         else:
             conn.close()
 
@@ -261,6 +281,9 @@ class UpstreamPool:
 
     def _release_slot(self) -> None:
         self.open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
         while self._slots:
             slot = self._slots.pop(0)
             if not slot.done():
