@@ -68,6 +68,8 @@ class ServiceSettings(BaseSettings):
     # messages arrive meanwhile, so it adds to every hop of the saga (aiokafka's 500 ms
     # default gave ~130 ms per hop); lower values cost idle CPU in broker and consumers.
     KAFKA_FETCH_MAX_WAIT_MS: Annotated[int, Field(ge=1, le=10_000)] = 50
+    # What a fetch waits to gather (up to the max wait): under load a batch, not a message.
+    KAFKA_FETCH_MIN_BYTES: Annotated[int, Field(ge=1, le=1_048_576)] = 8192
 
     REDIS_URL: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] = (
         "redis://127.0.0.1:6379/0"

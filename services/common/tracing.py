@@ -255,13 +255,22 @@ def process_span(
     headers: KafkaHeaders,
 ) -> Iterator[Span]:
     """The CONSUMER span of one message's handling, a child of the producer's span."""
+    parent = context_from_headers(headers)
+    producer = trace.get_current_span(parent).get_span_context()
+    if producer.is_valid and not producer.trace_flags.sampled:
+        # The order's trace was not sampled at the gateway, and the sampler (parent-based)
+        # would drop this span too: skip building it and carry the context on unchanged, so
+        # what this handler emits stays in the same (unsampled) trace.
+        with trace.use_span(trace.NonRecordingSpan(producer), end_on_exit=False) as span:
+            yield span
+        return
     attributes = _messaging_attributes(topic, "process", message_id, key)
     attributes["messaging.destination.partition.id"] = str(partition)
     attributes["messaging.kafka.offset"] = offset
     attributes["messaging.consumer.group.name"] = group
     with tracer().start_as_current_span(
         f"process {topic}",
-        context=context_from_headers(headers),
+        context=parent,
         kind=SpanKind.CONSUMER,
         attributes=attributes,
     ) as span:

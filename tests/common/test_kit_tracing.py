@@ -12,6 +12,7 @@ from kit_support import Sample, eventually
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.common.logging import JsonFormatter
+from services.common.tracing import current_carrier, process_span
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -101,3 +102,21 @@ def test_log_lines_carry_service_and_trace_ids() -> None:
     assert line["span_id"] == format(context.span_id, "016x")
     assert line["amount"] == 12
     assert line["ts"].endswith("+00:00")
+
+
+def test_an_unsampled_message_carries_its_trace_on_without_a_span() -> None:
+    unsampled = f"00-{TRACE_ID}-{CALLER_SPAN}-00"
+    headers = [("traceparent", unsampled.encode()), ("mesh-other", None)]
+    with process_span(
+        "orders.created",
+        partition=0,
+        offset=7,
+        message_id="m-1",
+        key="o-1",
+        group="inventory",
+        headers=headers,
+    ) as span:
+        assert not span.is_recording()
+        carrier = current_carrier()
+    # What the handler emits goes on in the same trace, still unsampled.
+    assert carrier["traceparent"] == unsampled
