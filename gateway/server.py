@@ -35,6 +35,7 @@ STATUS_LINES = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus if s.value >= 100
 }
 JSON = b"Content-Type: application/json; charset=utf-8\r\n"
+LINGER = 2.0  # seconds a refused connection keeps reading before it closes
 
 
 def status_line(status: int) -> bytes:
@@ -223,7 +224,30 @@ class ClientConnection(asyncio.Protocol):
         status, code, message = self._refusal
         self.server.on_refused(code)
         self.send_error(status, code, message, keep_alive=False)
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close gently after refusing a request the client may still be sending: closing
+        with its bytes unread would reset the connection, and a reset can destroy the answer
+        before the client reads it. So: end our side, read (and drop) what still comes for a
+        moment, close when the client does or after LINGER seconds (nginx's lingering
+        close)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if not transport.can_write_eof():
+            self.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()  # data_received drops everything once refused
+        self.server.loop.call_later(LINGER, self.close)
+
+    def eof_received(self) -> bool:
+        if self.busy and self._refusal is None:
+            # The client is done sending but waits for its answer: answer, then close.
+            self.keep_alive = False
+            return True
+        return False  # close, after writing what is buffered
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

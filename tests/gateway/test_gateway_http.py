@@ -294,3 +294,13 @@ async def test_sigterm_lets_requests_in_progress_finish(
         assert await asyncio.to_thread(gw.process.popen.wait, 10) == 0
     finally:
         gw.process.stop()
+
+
+def test_a_client_that_half_closes_still_gets_its_answer(gateway: Gateway, orders: None) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(api_get(gateway, "/api/orders/1?delay_ms=200"))
+        sock.shutdown(socket.SHUT_WR)  # done sending, as `nc -N` does
+        head = read_answer(sock, bytearray())
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"Connection: close" in head
+        assert closed_by_peer(sock)
