@@ -316,14 +316,9 @@ class Proxy:
         weights = self.discovery.weights.get(route.service)
         may_retry = route.may_retry(request.method, b"idempotency-key" in request.lookup)
         drop = _REQUEST_DROP_TRACED if self.tracing else _REQUEST_DROP
-        common = lines(request.headers, drop, request.lookup.get(b"connection"))
-        common += forwarded(
-            request.lookup.get(b"x-forwarded-for"), request.peer, request.lookup.get(b"host")
-        )
+        common = _passed_on(request, drop, request.lookup.get(b"host"))
         common.append(echo)
         body = request.body
-        if body or request.method in _BODY_METHODS:
-            common.append(b"Content-Length: %d\r\n" % len(body))
         start_line = f"{request.method} {target} HTTP/1.1\r\n".encode("latin-1")
 
         self.budget.record_request()
@@ -521,10 +516,7 @@ class Proxy:
         assert self.upstreams is not None and self.control_address is not None
         head = request.method == "HEAD"
         parts = [request.method.encode() + b" " + request.url + b" HTTP/1.1\r\n"]
-        parts += lines(request.headers, _CONTROL_DROP, request.lookup.get(b"connection"))
-        parts += forwarded(request.lookup.get(b"x-forwarded-for"), request.peer, None)
-        if request.body or request.method in _BODY_METHODS:
-            parts.append(b"Content-Length: %d\r\n" % len(request.body))
+        parts += _passed_on(request, _CONTROL_DROP, None)
         parts += [b"\r\n", request.body]
         try:
             answer = await self.upstreams.exchange(
@@ -585,6 +577,16 @@ class _Relay:
                 transport.resume_reading()
 
         paused.add_done_callback(resume)
+
+
+def _passed_on(request: Request, drop: frozenset[bytes], host: bytes | None) -> list[bytes]:
+    """The header lines that go on with a request: the client's, less ``drop`` and what its
+    Connection header lists, plus X-Forwarded-* and the body's length."""
+    out = lines(request.headers, drop, request.lookup.get(b"connection"))
+    out += forwarded(request.lookup.get(b"x-forwarded-for"), request.peer, host)
+    if request.body or request.method in _BODY_METHODS:
+        out.append(b"Content-Length: %d\r\n" % len(request.body))
+    return out
 
 
 def _declared_length(answer: Answer) -> int | None:

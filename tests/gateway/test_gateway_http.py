@@ -208,6 +208,16 @@ def test_http_1_0_closes_unless_kept_alive(gateway: Gateway, orders: None) -> No
         assert closed_by_peer(sock)
 
 
+async def wait_served(session: aiohttp.ClientSession, gw: Gateway) -> None:
+    """Until the gateway of a test of its own knows the orders instance and reaches it."""
+
+    async def served() -> bool:
+        async with session.get(gw.url + "/api/orders/1", headers=gw.key_headers) as r:
+            return r.status == 200
+
+    await async_wait_until(served, timeout=10, what="orders served")
+
+
 async def test_access_log_lines_are_json_with_ids(
     infra: Endpoints, fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -218,12 +228,7 @@ async def test_access_log_lines_are_json_with_ids(
         fleet.start(gw.services["orders"])
         async with aiohttp.ClientSession() as session:
             url = gw.url + "/api/orders/7"
-
-            async def served() -> bool:
-                async with session.get(url, headers=gw.key_headers) as r:
-                    return r.status == 200
-
-            await async_wait_until(served, timeout=10, what="orders served")
+            await wait_served(session, gw)
             async with session.get(
                 url, headers={**gw.key_headers, "X-Request-Id": "req-access-1"}
             ) as r:
@@ -253,12 +258,7 @@ async def test_sigterm_lets_requests_in_progress_finish(
     try:
         fleet.start(gw.services["orders"])
         async with aiohttp.ClientSession() as session:
-
-            async def served() -> bool:
-                async with session.get(gw.url + "/api/orders/1", headers=gw.key_headers) as r:
-                    return r.status == 200
-
-            await async_wait_until(served, timeout=10, what="orders served")
+            await wait_served(session, gw)
 
             async def slow() -> int:
                 async with session.get(
