@@ -253,6 +253,12 @@ class ComposeRollouts:
                 rollout.note(f"{action} from another terminal refused: {exc}")
             snapshot = rollout.status.model_copy(deep=True)
             finished = snapshot.finished and rollout.task is not None and rollout.task.done()
+            if snapshot.finished and not finished:
+                # The phase is final but the strategy's task is still winding down: say
+                # "finished" only after the cleanup below, or a caller who sees it acts on
+                # files that are about to go (an override removed under docker-compose).
+                await asyncio.sleep(MIRROR_INTERVAL)
+                continue
             if finished:
                 await in_thread(self.on_finish, service)
             record.status = snapshot
