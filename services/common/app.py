@@ -321,7 +321,11 @@ def create_app(
         return web.json_response(document)
 
     for route in all_routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":
+            # HEAD too, as HTTP expects of every GET (a load balancer's probe may send it).
+            app.router.add_get(route.path, route.handler)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", openapi)
 
     # Order matters: contexts are entered in this order and left in reverse, so the

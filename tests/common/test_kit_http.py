@@ -23,6 +23,10 @@ def test_liveness_and_readiness(sample: Sample) -> None:
     assert status == 200
     assert body["status"] == "ready"
     assert body["checks"] == {"redis": "ok", "kafka": "ok"}
+    # HEAD is answered wherever GET is (probes of load balancers send it), without a body.
+    status, headers, body = sample.request("HEAD", "/healthz")
+    assert (status, body) == (200, "")
+    assert int(headers["Content-Length"]) > 0
 
 
 def test_business_route_works_and_metrics_move(sample: Sample) -> None:
