@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,11 +156,17 @@ class ShopClient:
         expect: int,
         body: Any = None,
         due: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One request; its JSON answer, or None after reporting a failure. With ``due`` (a
         ``perf_counter`` time) the response time counts from then, not from the send."""
         with self.user.client.request(
-            method, path, name=name, json=body, headers=self.headers, catch_response=True
+            method,
+            path,
+            name=name,
+            json=body,
+            headers={**self.headers, **headers} if headers else self.headers,
+            catch_response=True,
         ) as response:
             if due is not None:
                 # Waiting for a free connection or a late start is latency the shopper sees.
@@ -180,7 +187,11 @@ class ShopClient:
         self.call("GET", f"/api/stock/{self.data.sku()}", GET_SKU, 200, due=due)
 
     def place_order(self, due: float | None = None) -> str | None:
-        order = self.call("POST", "/api/orders", POST_ORDER, 202, body=self.data.order(), due=due)
+        # A new key per order, as a careful client sends: the gateway may then retry the POST
+        # on another replica when the first one dies mid-request, and orders creates it once.
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        body = self.data.order()
+        order = self.call("POST", "/api/orders", POST_ORDER, 202, body=body, due=due, headers=key)
         if order is None:
             return None
         self.last_order = order["id"]

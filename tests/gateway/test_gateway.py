@@ -145,6 +145,42 @@ async def test_killed_instance_costs_no_failed_get(gateway: Gateway, fleet: Flee
     assert retries >= 1
 
 
+async def test_a_post_dying_with_its_instance_is_retried_only_with_an_idempotency_key(
+    gateway: Gateway, fleet: Fleet
+) -> None:
+    """Killed mid-request, the upstream may or may not have acted on a POST: the gateway tries
+    it again elsewhere only when an Idempotency-Key lets the service answer it once."""
+    name = gateway.services["orders"]
+    first = fleet.start(name)
+    async with aiohttp.ClientSession() as session:
+        await wait_instances(session, gateway, "orders", 1)
+
+        async def post(**headers: str) -> tuple[int, dict]:
+            async with session.post(
+                gateway.url + "/api/orders?delay_ms=2500",
+                json={"customer_id": "c-1"},
+                headers={**gateway.key_headers, **headers},
+            ) as r:
+                return r.status, await r.json()
+
+        keyed = asyncio.create_task(post(**{"Idempotency-Key": "k-1"}))
+        bare = asyncio.create_task(post())
+
+        async def both_in_flight() -> bool:
+            return [i["outstanding"] for i in await instances(session, gateway, "orders")] == [2]
+
+        await async_wait_until(both_in_flight, timeout=5, what="both POSTs at the first instance")
+        second = fleet.start(name)
+        await wait_instances(session, gateway, "orders", 2)
+        os.kill(first.process.pid, signal.SIGKILL)
+        (keyed_status, keyed_body), (bare_status, bare_body) = await asyncio.gather(keyed, bare)
+    assert keyed_status == 200, keyed_body
+    assert keyed_body["instance"] == second.instance_id
+    assert keyed_body["headers"]["idempotency-key"] == "k-1"
+    assert bare_status == 502, bare_body
+    assert bare_body["error"]["code"] == "bad_gateway"
+
+
 async def test_weights_split_pin_and_apply_within_a_second(
     gateway: Gateway, fleet: Fleet, infra: Endpoints
 ) -> None:
