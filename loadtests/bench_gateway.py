@@ -109,10 +109,41 @@ def _cpu_seconds(pid: int | None) -> float:
     return total
 
 
-def paced_script(directory: Path, delay_ms: float) -> Path:
-    """A wrk script that waits between a connection's requests: a roughly fixed rate."""
+def paced_script(directory: Path, rate: float) -> Path:
+    """A wrk script (one thread) that sends ``rate`` requests a second on a fixed schedule.
+
+    wrk's ``delay()`` waits whole milliseconds after an answer, so a fixed delay gives
+    connections / (delay + latency), well under the rate asked for. Each request here gets
+    the next slot of the schedule instead (LuaJIT's ffi reads the monotonic clock), and a
+    late slot is sent at once, so the run keeps the rate while the server keeps up."""
     path = directory / "paced.lua"
-    path.write_text(f"function delay()\n  return {delay_ms:.3f}\nend\n")
+    path.write_text(
+        f"""local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_nsec; }} mesh_timespec;
+int clock_gettime(int clk_id, mesh_timespec *tp);
+]]
+local CLOCK_MONOTONIC = 1
+local now = ffi.new("mesh_timespec")
+local period_ms = {1000 / rate:.6f}
+local due = nil
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, now)
+  return tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+end
+
+function delay()
+  local t = now_ms()
+  -- More than 50 ms behind: start the schedule again rather than send a burst.
+  if due == nil or due < t - 50 then
+    due = t
+  end
+  due = due + period_ms
+  return math.max(0, due - t)
+end
+"""
+    )
     return path
 
 
@@ -279,7 +310,7 @@ def main() -> int:
             round_ratios = [g.rps / n.rps for n, g in rounds]
             half = gateway.rps / 2
             paced_connections = 10
-            script = paced_script(home, paced_connections * 1000 / half)
+            script = paced_script(home, half)
             say(f"latency at half the gateway's peak (~{half:,.0f} req/s)")
             paced_direct = wrk(
                 "upstream paced",
@@ -323,15 +354,19 @@ def main() -> int:
     deployed_ratio, traced_ratio = ratios["+limit+10%"], ratios["+limit+100%"]
     added = paced_gw.p50_ms - paced_direct.p50_ms
     say("")
-    met = ratio >= 0.5 and added <= 1.0
+    # The latency counts only if the paced run held half the peak.
+    held = paced_gw.rps >= 0.9 * half
+    met = ratio >= 0.5 and added <= 1.0 and held
     say(
         f"gateway / nginx throughput: {ratio:.2f} (target >= 0.5; median of the rounds "
         f"{', '.join(f'{r:.2f}' for r in round_ratios)}); with the rate limit and 10% "
         f"tracing: {deployed_ratio:.2f}; tracing every request: {traced_ratio:.2f}"
     )
     say(
-        f"added p50 at ~{half:,.0f} req/s: {added:.2f} ms (target <= 1 ms; "
-        f"upstream {paced_direct.p50_ms:.2f} ms, gateway {paced_gw.p50_ms:.2f} ms)"
+        f"added p50 at {paced_gw.rps:,.0f} req/s (half the peak: {half:,.0f}): {added:.2f} ms "
+        f"(target <= 1 ms; upstream {paced_direct.p50_ms:.2f} ms, gateway "
+        f"{paced_gw.p50_ms:.2f} ms)"
+        + ("" if held else "; the paced run fell short of half the peak, so this does not count")
     )
     say(f"target (>= 0.5 x nginx, added p50 <= 1 ms): {'MET' if met else 'MISSED'}")
     summary = {
@@ -342,6 +377,7 @@ def main() -> int:
         "ratio_traced_nginx": traced_ratio,
         "added_p50_ms_at_half_peak": added,
         "half_peak_rps": half,
+        "paced_gateway_rps": paced_gw.rps,
     }
     out = Path("reports") / "bench-gateway.json"
     out.parent.mkdir(exist_ok=True)
