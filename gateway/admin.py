@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, RootModel, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from gateway.discovery import TRAFFIC_PREFIX, Discovery, WeightsError, parse_weights
 from gateway.routes import RouteTable
@@ -20,14 +20,31 @@ from gateway.settings import GatewaySettings
 from services.common.app import CONSUL, SETTINGS
 from services.common.errors import ApiError
 from services.common.openapi import Route
-from services.common.validation import read_json
+from services.common.validation import INTEGRAL, read_json
 
 DISCOVERY = web.AppKey("discovery", Discovery)
 ROUTES = web.AppKey("routes", RouteTable)
 
 
-class Weights(RootModel[dict[str, StrictInt]]):
-    """``{"v1": 90, "v2": 10}``: integer weights 0-100 per version."""
+def _weights_schema(schema: dict[str, Any]) -> None:
+    # Names checked by propertyNames, so that additionalProperties covers every weight and
+    # "not all 0" can be said: not (every value is 0). parse_weights checks the same.
+    weight = next(iter(schema.pop("patternProperties").values()))
+    schema |= {
+        "propertyNames": {"pattern": r"^v\d+$"},
+        "additionalProperties": weight,
+        "not": {"additionalProperties": {"const": 0}},
+    }
+
+
+Version = Annotated[str, Field(pattern=r"^v\d+$")]
+Weight = Annotated[int, Field(ge=0, le=100), INTEGRAL]
+
+
+class Weights(RootModel[Annotated[dict[Version, Weight], Field(min_length=1)]]):
+    """``{"v1": 90, "v2": 10}``: integer weights 0-100 per version, not all of them 0."""
+
+    model_config = ConfigDict(strict=True, json_schema_extra=_weights_schema)
 
 
 class TrafficOut(BaseModel):
