@@ -15,7 +15,6 @@ import asyncio
 import json
 
 from aiohttp import web
-
 from pydantic import BaseModel
 
 from services.common.app import SETTINGS, create_app, run
