@@ -8,7 +8,7 @@ MESHCTL := $(BIN)/meshctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs scale rollout trace test lint clean
+.PHONY: help install browser up down status logs scale rollout trace test lint clean
 
 help: ## Show this menu
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with dev tools (quick when nothing changed)
+
+browser: ## Install Debian chromium when missing (the web page tests drive /usr/bin/chromium)
+	@test -x /usr/bin/chromium || \
+	  { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium; } || \
+	  { echo "browser: install Debian chromium (apt-get install chromium)"; exit 1; }
 
 up: install ## Start the platform (RUNTIME=local|compose|k8s; default local) and print where it runs
 ifeq ($(RUNTIME),compose)
@@ -54,7 +60,7 @@ rollout: install ## Roll out a version (SERVICE=orders VERSION=v2 STRATEGY=rolli
 trace: install ## Print the span tree of an order or trace (ID=...)
 	$(MESHCTL) trace $(ID)
 
-test: install ## Run the test suite on real infrastructure started on loopback
+test: install browser ## Run the test suite on real infrastructure started on loopback
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff on everything, mypy on the package code

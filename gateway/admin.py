@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, RootModel, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from gateway.discovery import TRAFFIC_PREFIX, Discovery, WeightsError, parse_weights
 from gateway.routes import RouteTable
@@ -20,14 +20,31 @@ from gateway.settings import GatewaySettings
 from services.common.app import CONSUL, SETTINGS
 from services.common.errors import ApiError
 from services.common.openapi import Route
-from services.common.validation import read_json
+from services.common.validation import INTEGRAL, read_json
 
 DISCOVERY = web.AppKey("discovery", Discovery)
 ROUTES = web.AppKey("routes", RouteTable)
 
 
-class Weights(RootModel[dict[str, StrictInt]]):
-    """``{"v1": 90, "v2": 10}``: integer weights 0-100 per version."""
+def _weights_schema(schema: dict[str, Any]) -> None:
+    # Names checked by propertyNames, so that additionalProperties covers every weight and
+    # "not all 0" can be said: not (every value is 0). parse_weights checks the same.
+    weight = next(iter(schema.pop("patternProperties").values()))
+    schema |= {
+        "propertyNames": {"pattern": r"^v\d+$"},
+        "additionalProperties": weight,
+        "not": {"additionalProperties": {"const": 0}},
+    }
+
+
+Version = Annotated[str, Field(pattern=r"^v\d+$")]
+Weight = Annotated[int, Field(ge=0, le=100), INTEGRAL]
+
+
+class Weights(RootModel[Annotated[dict[Version, Weight], Field(min_length=1)]]):
+    """``{"v1": 90, "v2": 10}``: integer weights 0-100 per version, not all of them 0."""
+
+    model_config = ConfigDict(strict=True, json_schema_extra=_weights_schema)
 
 
 class TrafficOut(BaseModel):
@@ -35,6 +52,63 @@ class TrafficOut(BaseModel):
     weights: dict[str, int] | None
     instances: dict[str, int]
     error: str | None = None
+
+
+class TrafficList(RootModel[list[TrafficOut]]):
+    """Weights and instances per version of every routed service."""
+
+
+class TrafficSet(BaseModel):
+    service: str
+    weights: dict[str, int]
+    note: str
+
+
+class TrafficCleared(BaseModel):
+    service: str
+    weights: None
+
+
+class RouteOut(BaseModel):
+    prefix: str
+    service: str
+    upstream: str
+    timeout_s: float | None
+    retry: Literal["safe", "never"]
+    methods: list[str]
+
+
+class RouteList(RootModel[list[RouteOut]]):
+    """The route table, longest prefix first."""
+
+
+class InstanceOut(BaseModel):
+    id: str
+    address: str
+    version: str
+    outstanding: int
+    requests: int
+    failures: int
+    ejections: int
+    ejected_for_s: float
+
+
+class PoolOut(BaseModel):
+    strategy: str
+    weights: dict[str, int] | None
+    instances: list[InstanceOut]
+
+
+class Instances(RootModel[dict[str, PoolOut]]):
+    """Instances per routed service."""
+
+
+class EjectionOut(InstanceOut):
+    service: str
+
+
+class Ejections(RootModel[list[EjectionOut]]):
+    """Instances ejected right now."""
 
 
 def _require_admin(request: web.Request) -> None:
@@ -115,7 +189,12 @@ async def put_traffic(request: web.Request) -> web.Response:
     try:
         parse_weights(document)
     except WeightsError as exc:
-        raise ApiError(422, "invalid_weights", str(exc)) from None
+        raise ApiError(
+            422,
+            "invalid_weights",
+            str(exc),
+            details=[{"field": "body", "message": str(exc), "type": "invalid_weights"}],
+        ) from None
     await request.app[CONSUL].kv.put(TRAFFIC_PREFIX + name, document)
     return web.json_response(
         {"service": name, "weights": weights.root, "note": "applied by every gateway's watch"}
@@ -129,64 +208,69 @@ async def delete_traffic(request: web.Request) -> web.Response:
     return web.json_response({"service": name, "weights": None})
 
 
-_ADMIN_ERRORS = {401: "No admin token", 403: "Wrong admin token"}
-_SERVICE_ERRORS = {**_ADMIN_ERRORS, 404: "Not a routed service"}
+_SERVICE_ERRORS = {404: "Not a routed service"}
+
+
+def _admin(method: str, path: str, handler: Any, summary: str, **more: Any) -> Route:
+    return Route(
+        method,
+        path,
+        handler,
+        summary,
+        auth=("adminBearer",),
+        tags=("admin",),
+        uses_redis=False,
+        **more,
+    )
 
 
 def admin_routes() -> list[Route]:
-    tags = ("admin",)
     return [
-        Route(
-            "GET", "/admin/routes", get_routes, "The route table", errors=_ADMIN_ERRORS, tags=tags
-        ),
-        Route(
+        _admin("GET", "/admin/routes", get_routes, "The route table", response=RouteList),
+        _admin(
             "GET",
             "/admin/instances",
             get_instances,
             "Instances per service with their load",
-            errors=_ADMIN_ERRORS,
-            tags=tags,
+            response=Instances,
         ),
-        Route(
+        _admin(
             "GET",
             "/admin/ejections",
             get_ejections,
             "Instances ejected right now",
-            errors=_ADMIN_ERRORS,
-            tags=tags,
+            response=Ejections,
         ),
-        Route(
+        _admin(
             "GET",
             "/admin/traffic",
             get_all_traffic,
             "Weights of every service",
-            errors=_ADMIN_ERRORS,
-            tags=tags,
+            response=TrafficList,
         ),
-        Route(
+        _admin(
             "GET",
             "/admin/traffic/{service}",
             get_traffic,
             "Weights of one service",
             response=TrafficOut,
             errors=_SERVICE_ERRORS,
-            tags=tags,
         ),
-        Route(
+        _admin(
             "PUT",
             "/admin/traffic/{service}",
             put_traffic,
-            "Set the weights (Consul KV)",
+            "Set the weights (Consul KV; every gateway applies them)",
             body=Weights,
-            errors=_SERVICE_ERRORS,
-            tags=tags,
+            response=TrafficSet,
+            errors={**_SERVICE_ERRORS, 422: "Not weights: versions like v1, integers 0-100"},
         ),
-        Route(
+        _admin(
             "DELETE",
             "/admin/traffic/{service}",
             delete_traffic,
             "Remove the weights",
+            response=TrafficCleared,
             errors=_SERVICE_ERRORS,
-            tags=tags,
         ),
     ]

@@ -18,7 +18,9 @@ from aiohttp import web
 from gateway.accesslog import AccessLog
 from gateway.admin import DISCOVERY, ROUTES, admin_routes
 from gateway.balancer import OutlierPolicy
+from gateway.contract import Contract
 from gateway.discovery import Discovery
+from gateway.explorer import CONTRACT, explorer_routes
 from gateway.metrics import DiscoveryCollector, GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.ratelimit import RateLimiter
@@ -31,8 +33,9 @@ PROXY = web.AppKey("proxy", Proxy)
 GATEWAY_SETTINGS = web.AppKey("gateway_settings", GatewaySettings)
 
 DESCRIPTION = (
-    "Public entry of the shop. /api/* is proxied to the service the route table names; "
-    "clients send X-API-Key. /admin/* takes Authorization: Bearer <admin token>."
+    "The gateway's own API: probes, metrics, the public API's document (/openapi.json) and "
+    "explorer (/docs), and the admin API (/admin/*, Authorization: Bearer <admin token>). "
+    "The public API itself (/api/*) is described in /openapi.json."
 )
 
 
@@ -73,9 +76,16 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     await proxy.open()
+    contract = Contract(
+        table, discovery, title="mesh shop public API", version=settings.SERVICE_VERSION
+    )
+    # Only a 405 asks (which methods a path takes): never a request that is served.
+    proxy.allow_for = contract.allow
     discovery.start()
+    contract.start()
     app[DISCOVERY] = discovery
     app[PROXY] = proxy
+    app[CONTRACT] = contract
 
     async def synced() -> bool:
         return discovery.synced
@@ -83,6 +93,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     # Not ready (and so not in Consul's passing set) until it knows every upstream.
     app[LIFECYCLE].checks["discovery"] = ReadinessCheck(synced)
     yield
+    await contract.stop()
     await discovery.stop()
     await proxy.close()
 
@@ -93,11 +104,12 @@ def build(settings: GatewaySettings) -> web.Application:
     table = RouteTable.load(settings.GATEWAY_ROUTES_FILE)
     app = create_app(
         settings,
-        routes=admin_routes(),
+        routes=[*explorer_routes(), *admin_routes()],
         use_kafka=False,
         faults=False,
-        title="mesh gateway",
+        title="mesh gateway (admin)",
         description=DESCRIPTION,
+        openapi_path="/admin/openapi.json",
     )
     app[GATEWAY_SETTINGS] = settings
     app[ROUTES] = table

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import consul.aio
@@ -78,6 +78,8 @@ class Discovery:
         self.weights: dict[str, dict[str, int] | None] = {name: None for name in self.pools}
         self.weight_errors: dict[str, str] = {}
         self._synced: set[str] = set()
+        # Called after every change of instances or weights (the public document follows).
+        self.listeners: list[Callable[[], None]] = []
         self._watches: list[BlockingWatch[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -104,6 +106,7 @@ class Discovery:
             found = instances_of(nodes)
             self.pools[name].replace(found)
             self._synced.add(f"health:{name}")
+            self._notify()
             log.info(
                 "instances changed",
                 extra={"upstream": name, "instances": [f"{i[1]}:{i[2]} {i[3]}" for i in found]},
@@ -122,3 +125,8 @@ class Discovery:
                     "ignoring bad traffic weights", extra={"upstream": name, "error": str(exc)}
                 )
             self._synced.add(f"traffic:{name}")
+            self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()

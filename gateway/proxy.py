@@ -22,6 +22,7 @@ import hmac
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -59,6 +60,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _REQUEST_DROP_TRACED = _REQUEST_DROP | {b"traceparent"}
 _CONTROL_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for"}
+# The upstream echoes the X-Request-Id the gateway sent; the gateway adds it to every answer.
+_PROXIED_DROP = RESPONSE_DROP | {b"x-request-id"}
 CONTROL_TIMEOUT = 30.0
 
 
@@ -103,6 +106,8 @@ class Proxy:
         self.upstreams: UpstreamPool | None = None
         # Set by the front once the control plane listens (see gateway.app).
         self.control_address: str | None = None
+        # The Allow value of a public path (from the public document), asked on a 405 only.
+        self.allow_for: Callable[[str], str | None] = lambda path: None
 
     async def open(self) -> None:
         self.upstreams = UpstreamPool(
@@ -162,7 +167,7 @@ class Proxy:
                 "method_not_allowed",
                 405,
                 f"{method} is not allowed on {route.prefix}",
-                Allow=", ".join(sorted(route.methods)),
+                Allow=self.allow_for(path) or ", ".join(sorted(route.methods)),
             )
         target = route.upstream_path(path)
         if path is not text:
@@ -464,7 +469,7 @@ class Proxy:
         version = attempt.instance.version
         if attempt.answer is not None:
             answer = attempt.answer
-            out = lines(answer.headers, RESPONSE_DROP, response_connection(answer.headers))
+            out = lines(answer.headers, _PROXIED_DROP, response_connection(answer.headers))
             _rewrite_location(out, route)
             out.append(b"X-Mesh-Upstream-Version: " + version.encode() + b"\r\n")
             out.append(echo)
@@ -554,7 +559,7 @@ class _Relay:
 
     def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
-        out = lines(headers, RESPONSE_DROP, response_connection(headers))
+        out = lines(headers, _PROXIED_DROP, response_connection(headers))
         _rewrite_location(out, self.route)
         out.append(b"X-Mesh-Upstream-Version: " + self.instance.version.encode() + b"\r\n")
         out.append(self.echo)

@@ -28,6 +28,7 @@ from typing import Any, cast
 import httptools
 
 from services.common.errors import error_body
+from services.common.middleware import request_id_for
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,9 @@ class ClientConnection(asyncio.Protocol):
         assert self._refusal is not None
         status, code, message = self._refusal
         self.server.on_refused(code)
-        self.send_error(status, code, message, keep_alive=False)
+        request_id = request_id_for(self._lookup.get(b"x-request-id", b"").decode("latin-1"))
+        echo = f"X-Request-Id: {request_id}\r\n".encode()
+        self.send_error(status, code, message, headers=[echo], keep_alive=False)
         self._linger()
 
     def _linger(self) -> None:

@@ -24,7 +24,7 @@ import consul.aio
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from services.common.consul import ConsulRegistration, consul_client
 from services.common.errors import error_body
@@ -113,6 +113,10 @@ class Readiness(BaseModel):
     error: dict[str, str] | None = None
 
 
+class MetricsText(RootModel[str]):
+    """Prometheus' text exposition format."""
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -154,7 +158,15 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 def _kit_routes() -> list[Route]:
     return [
-        Route("GET", "/healthz", healthz, "Liveness", response=Health, tags=("probes",)),
+        Route(
+            "GET",
+            "/healthz",
+            healthz,
+            "Liveness",
+            response=Health,
+            tags=("probes",),
+            uses_redis=False,
+        ),
         Route(
             "GET",
             "/readyz",
@@ -163,8 +175,18 @@ def _kit_routes() -> list[Route]:
             response=Readiness,
             errors={503: "Not ready (starting, draining or a dependency unreachable)"},
             tags=("probes",),
+            uses_redis=False,
         ),
-        Route("GET", "/metrics", metrics_handler, "Prometheus metrics", tags=("probes",)),
+        Route(
+            "GET",
+            "/metrics",
+            metrics_handler,
+            "Prometheus metrics (text exposition format)",
+            response=MetricsText,
+            response_content_type="text/plain",
+            tags=("probes",),
+            uses_redis=False,
+        ),
     ]
 
 
@@ -272,10 +294,11 @@ def create_app(
     title: str | None = None,
     description: str = "",
     middlewares: Sequence[Middleware] = (),
+    openapi_path: str = "/openapi.json",
 ) -> web.Application:
     """Build a service's app.
 
-    ``routes`` are served and documented in ``/openapi.json``; ``handlers`` maps topics to
+    ``routes`` are served and documented in ``openapi_path``; ``handlers`` maps topics to
     Kafka handlers run by one consumer group named after the service. ``use_kafka`` (the
     producer, the outbox and its relay) and ``handlers`` need ``use_redis``. ``register`` and
     ``faults`` need ``CONSUL_HTTP_ADDR``; they are skipped when it is empty. Extra
@@ -326,7 +349,7 @@ def create_app(
             app.router.add_get(route.path, route.handler)
         else:
             app.router.add_route(route.method, route.path, route.handler)
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get(openapi_path, openapi)
 
     # Order matters: contexts are entered in this order and left in reverse, so the
     # registration goes first at shutdown and the clients everything depends on go last.

@@ -6,11 +6,25 @@ import json
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from services.common.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 7.0 is the integer 7 to JSON Schema, so the document's
+    # "integer" accepts it and so must we. Strings and booleans still fail (strict models).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An int field of a strict model takes integers as JSON Schema means them (7 or 7.0, never
+# "7" or true): ``Annotated[int, Field(ge=1), INTEGRAL]``. It goes after the constraints, or
+# pydantic leaves them out of the JSON schema.
+INTEGRAL = BeforeValidator(_integral)
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:

@@ -34,10 +34,8 @@ class InventoryApi:
                 "Set the available units of a SKU (Authorization: Bearer <ADMIN_TOKEN>)",
                 body=StockUpdate,
                 response=StockItem,
-                errors={
-                    401: "No admin token sent",
-                    403: "Wrong admin token (always, while no ADMIN_TOKEN is set)",
-                },
+                auth=("adminBearer", "adminHeader"),
+                errors={403: "Wrong admin token (always, while no ADMIN_TOKEN is set)"},
             ),
         ]
 

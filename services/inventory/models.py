@@ -7,6 +7,8 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.validation import INTEGRAL
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -36,7 +38,7 @@ class StockUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    available: Annotated[int, Field(ge=0, le=1_000_000_000)]
+    available: Annotated[int, Field(ge=0, le=1_000_000_000), INTEGRAL]
 
 
 # --- events consumed ------------------------------------------------------------------------

@@ -7,8 +7,7 @@ import re
 
 from aiohttp import web
 
-from services.common.errors import ApiError
-from services.common.openapi import Route
+from services.common.openapi import Header, Route
 from services.common.validation import read_query
 from services.notifications.feed import Feed, FeedEntry, entry_key
 from services.notifications.models import (
@@ -22,6 +21,14 @@ from services.notifications.store import NotificationsStore
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 # Browsers' EventSource reconnects after this many milliseconds (sent once per stream).
 RETRY_MS = 2000
+LAST_EVENT_ID = Header(
+    "Last-Event-ID",
+    "Resume after this event id (what a reconnecting EventSource sends by itself)",
+    schema={"type": "string", "maxLength": 64},
+)
+NO_CACHE = Header(
+    "Cache-Control", "no-cache", required=True, schema={"type": "string", "const": "no-cache"}
+)
 
 
 class NotificationsApi:
@@ -36,7 +43,8 @@ class NotificationsApi:
                 "GET",
                 "/notifications",
                 self.list,
-                "Notifications of an order or of a customer (newest first)",
+                "Notifications of an order, of a customer, or (neither given) the newest of "
+                "all, newest first",
                 query=NotificationQuery,
                 response=NotificationList,
             ),
@@ -45,11 +53,14 @@ class NotificationsApi:
                 "/notifications/stream",
                 self.stream,
                 "Server-Sent Events: each new notification as `event: <kind>` with the JSON "
-                "in `data:` and the resume position in `id:` (send it back as Last-Event-ID); "
-                "a comment line every NOTIFICATIONS_HEARTBEAT",
+                "in `data:` (the schema is one event's data) and the resume position in "
+                "`id:` (send it back as Last-Event-ID); a comment line every "
+                "NOTIFICATIONS_HEARTBEAT. The stream stays open until the client leaves",
                 query=StreamQuery,
                 response=Notification,
                 response_content_type="text/event-stream",
+                request_headers=(LAST_EVENT_ID,),
+                headers=(NO_CACHE,),
             ),
         ]
 
@@ -62,12 +73,7 @@ class NotificationsApi:
         elif query.customer_id is not None:
             found = await self._store.of_customer(query.customer_id, query.limit)
         else:
-            raise ApiError(
-                422,
-                "validation_error",
-                "query parameter order_id or customer_id is required",
-                details=[{"field": "order_id", "message": "required", "type": "missing"}],
-            )
+            found = await self._store.latest(query.limit)
         body = NotificationList(notifications=found).model_dump_json()
         return web.Response(text=body, content_type="application/json")
 

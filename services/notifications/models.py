@@ -27,7 +27,8 @@ class NotificationList(BaseModel):
 
 
 class NotificationQuery(BaseModel):
-    """At least one of ``order_id`` and ``customer_id``."""
+    """``order_id``, ``customer_id``, both (the order if it is that customer's) or neither
+    (the newest of every customer)."""
 
     order_id: Annotated[str | None, Field(min_length=1, max_length=200)] = None
     customer_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None

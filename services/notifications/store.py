@@ -87,3 +87,15 @@ class NotificationsStore:
             return []
         raws = cast(list[str | None], await self.redis.mget([order_key(o) for o in order_ids]))
         return [Notification.model_validate_json(raw) for raw in raws if raw]
+
+    async def latest(self, limit: int) -> list[Notification]:
+        """The newest notifications of every customer (from the feed), newest first."""
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await self.redis.xrevrange(FEED_KEY, "+", "-", count=limit),
+        )
+        return [
+            Notification.model_validate_json(fields["notification"])
+            for _, fields in entries
+            if "notification" in fields
+        ]

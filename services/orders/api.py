@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from services.common.errors import ApiError
 from services.common.kafka.envelope import make_event, utc_now
-from services.common.openapi import Route
+from services.common.openapi import RETRY_AFTER, Answer, Header, Route
 from services.common.validation import read_json, read_query
 from services.orders.catalogue import Catalogue
 from services.orders.models import (
@@ -26,7 +26,25 @@ from services.orders.settings import OrdersSettings
 from services.orders.store import ORDER_CREATED, Claim, OrdersStore, idempotency_key
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_VALUE = re.compile(r"^[\x21-\x7e]{1,200}$")
+_IDEMPOTENCY_PATTERN = r"^[\x21-\x7e]{1,200}$"
+_IDEMPOTENCY_VALUE = re.compile(_IDEMPOTENCY_PATTERN)
+IDEMPOTENCY_KEY = Header(
+    IDEMPOTENCY_HEADER,
+    "Makes a retry safe: the same key with the same body (per customer, for "
+    "ORDERS_IDEMPOTENCY_TTL) answers the order the first request placed instead of a new one",
+    schema={"type": "string", "pattern": _IDEMPOTENCY_PATTERN},
+)
+LOCATION = Header(
+    "Location",
+    "Where the order can be read",
+    required=True,
+    schema={"type": "string", "pattern": "/orders/[0-9a-f-]{36}$"},
+)
+REPLAYED = Header(
+    "Idempotent-Replayed",
+    "true when the answer is the replay of an earlier request with the same Idempotency-Key",
+    schema={"type": "string", "enum": ["true"]},
+)
 
 
 def _json(
@@ -56,19 +74,37 @@ class OrdersApi:
                 body=OrderIn,
                 response=Order,
                 status=202,
+                headers=(LOCATION, REPLAYED),
+                request_headers=(IDEMPOTENCY_KEY,),
                 errors={
-                    422: "Body does not validate, unknown SKU, or Idempotency-Key reused "
-                    "with another body",
-                    503: "The catalogue is not available yet",
+                    404: "The order an Idempotency-Key was first used for is gone",
+                    422: "Body does not validate, a SKU the catalogue does not have, a bad "
+                    "Idempotency-Key, or one reused with another body",
+                    503: Answer(
+                        "The catalogue is not available yet, or Redis is unreachable",
+                        (RETRY_AFTER,),
+                    ),
                 },
                 tags=("orders",),
+                links={
+                    "GetOrder": {
+                        "operationId": "get_orders_id",
+                        "parameters": {"id": "$response.body#/id"},
+                        "description": "The order, as the saga moves it on",
+                    },
+                    "CustomerOrders": {
+                        "operationId": "get_orders",
+                        "parameters": {"customer_id": "$response.body#/customer_id"},
+                        "description": "Every order of the customer",
+                    },
+                },
             ),
             Route("GET", "/orders/{id}", self.get, "One order", response=Order, tags=("orders",)),
             Route(
                 "GET",
                 "/orders",
                 self.list,
-                "A customer's orders, newest first",
+                "A customer's orders, newest first, a page at a time (next_cursor)",
                 query=OrderQuery,
                 response=OrderPage,
                 tags=("orders",),
@@ -161,6 +197,13 @@ class OrdersApi:
                 "idempotency_key_reused",
                 f"{IDEMPOTENCY_HEADER} was already used with a different body; "
                 "use a new key for a new order",
+                details=[
+                    {
+                        "field": IDEMPOTENCY_HEADER,
+                        "message": "already used with a different body",
+                        "type": "idempotency_key_reused",
+                    }
+                ],
             )
         order = await self._store.get(order_id)
         if order is None:  # the order was removed from Redis by hand: nothing to replay

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from services.common.validation import INTEGRAL
+
 # No ":" so that "<customer>:<key>" Redis key names cannot collide.
 CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", examples=["c-1"])]
 Sku = Annotated[str, Field(min_length=1, max_length=64, examples=["SKU-001"])]
@@ -29,7 +31,7 @@ class LineIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sku: Sku
-    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), INTEGRAL]
 
 
 class OrderIn(BaseModel):

@@ -3,7 +3,8 @@
 Every path answers with JSON that says which instance and version served it and what arrived
 (method, path, query, headers, body size). ``?status=N`` answers N, ``?delay_ms=N`` waits
 first, ``/stream`` sends Server-Sent Events, and ``POST /control/fail`` ``{"status": 500}``
-makes every later answer fail until ``{"status": 0}``.
+makes every later answer fail until ``{"status": 0}``. Its OpenAPI document names
+``GET /orders/{id}``, and from v2 on ``POST /orders`` too: two versions that disagree.
 
     SERVICE_NAME=gw-orders SERVICE_VERSION=v2 PORT=9001 python tests/gateway/echo_upstream.py
 """
@@ -14,8 +15,10 @@ import asyncio
 import json
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from services.common.app import SETTINGS, create_app, run
+from services.common.openapi import Route
 from services.common.settings import ServiceSettings
 
 FAIL = web.AppKey("fail", list)
@@ -68,8 +71,28 @@ async def echo(request: web.Request) -> web.Response:
     )
 
 
+class Echoed(BaseModel):
+    instance: str
+    version: str
+    method: str
+    path: str
+
+
+def documented(version: str) -> list[Route]:
+    routes = [Route("GET", "/orders/{id}", echo, "Echo", response=Echoed, uses_redis=False)]
+    if version != "v1":
+        routes.append(Route("POST", "/orders", echo, "Echo a POST", uses_redis=False))
+    return routes
+
+
 def build(settings: EchoSettings) -> web.Application:
-    app = create_app(settings, use_redis=False, use_kafka=False, faults=False)
+    app = create_app(
+        settings,
+        routes=documented(settings.SERVICE_VERSION),
+        use_redis=False,
+        use_kafka=False,
+        faults=False,
+    )
     app[FAIL] = [0]
     app.router.add_post("/control/fail", control_fail)
     app.router.add_get("/{prefix}/stream", stream)

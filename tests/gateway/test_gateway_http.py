@@ -186,7 +186,10 @@ def test_control_plane_paths_pass_through_and_head_has_no_body(gateway: Gateway)
         assert b"X-Request-Id" in head
         sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
         _, _, body = read_answer(sock, buffer).partition(b"\r\n\r\n")
-        assert json.loads(body)["info"]["title"] == "mesh gateway"
+        assert json.loads(body)["info"]["title"] == "mesh shop public API"
+        sock.sendall(b"GET /admin/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, _, body = read_answer(sock, buffer).partition(b"\r\n\r\n")
+        assert json.loads(body)["info"]["title"] == "mesh gateway (admin)"
 
 
 def test_upgrade_requests_are_answered_then_closed(gateway: Gateway, orders: None) -> None:
