@@ -8,7 +8,7 @@ MESHCTL := $(BIN)/meshctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs scale rollout trace test lint clean
+.PHONY: help install up down status logs scale rollout trace console test lint clean
 
 help: ## Show this menu
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the project with dev tools (quick when nothing changed)
 
-up: install ## Start the platform (RUNTIME=local|compose|k8s; default local) and print where it runs
+up: install ## Start the platform (RUNTIME=local|compose|k8s; default local), the console on local, and print where they run
 ifeq ($(RUNTIME),compose)
 	bash infra/docker/compose-up.sh
 else ifeq ($(RUNTIME),k8s)
@@ -53,6 +53,9 @@ rollout: install ## Roll out a version (SERVICE=orders VERSION=v2 STRATEGY=rolli
 
 trace: install ## Print the span tree of an order or trace (ID=...)
 	$(MESHCTL) trace $(ID)
+
+console: install ## Start the live console of the running platform and print its URL (OPEN=1 opens it)
+	$(MESHCTL) console $(if $(OPEN),--open)
 
 test: install ## Run the test suite on real infrastructure started on loopback
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -98,18 +101,9 @@ LOCUST_PORT ?= 8089
 .PHONY: load
 
 load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT, or HEADLESS=1 USERS=10 RATE=2 DURATION=1m; OPEN=1 ARRIVALS=5 (arrivals/s per user); SHAPE=steady|step|spike|soak
-	@gateway=$$($(MESHCTL) status --json 2>/dev/null | $(BIN)/python -c 'import json, sys; g = json.load(sys.stdin).get("gateway") or {}; print(g.get("url") or "", g.get("api_key") or "")' 2>/dev/null); \
-	read -r url key <<< "$$gateway"; \
-	if [ -z "$$url" ] || [ -z "$$key" ]; then echo "load: the platform is not running (make up first)" >&2; exit 1; fi; \
-	export MESH_API_KEY="$$key" $(if $(OPEN),LOAD_MODE=open) $(if $(ARRIVALS),LOAD_USER_RATE=$(ARRIVALS)) \
-	  $(if $(SHAPE),LOAD_SHAPE=$(SHAPE) $(if $(USERS),LOAD_USERS=$(USERS)) $(if $(RATE),LOAD_SPAWN_RATE=$(RATE)) $(if $(DURATION),LOAD_DURATION=$(DURATION))); \
-	args=(-f loadtests/locustfile.py --host "$$url" $(if $(SHAPE),,-u $(or $(USERS),10) -r $(or $(RATE),2))); \
-	if [ -n "$(HEADLESS)" ]; then \
-	  exec $(BIN)/locust "$${args[@]}" --headless $(if $(SHAPE),,-t $(or $(DURATION),1m)); \
-	else \
-	  echo "Locust web UI: http://127.0.0.1:$(LOCUST_PORT)  (load on $$url; Ctrl-C stops)"; \
-	  exec $(BIN)/locust "$${args[@]}" --web-host 127.0.0.1 --web-port $(LOCUST_PORT); \
-	fi
+	$(MESHCTL) load --web-port $(LOCUST_PORT) $(if $(HEADLESS),--headless) $(if $(USERS),--users $(USERS)) \
+	  $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) $(if $(OPEN),--open) \
+	  $(if $(ARRIVALS),--arrivals $(ARRIVALS)) $(if $(SHAPE),--shape $(SHAPE))
 
 # -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
 .PHONY: drill
