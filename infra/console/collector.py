@@ -340,6 +340,10 @@ class Collector:
             instance = self.instances[replica.id] = _Instance(series.CounterTracker(fresh))
         instance.seen = now
         tracker = instance.tracker
+        for s in samples:
+            if s.name == "process_start_time_seconds":
+                tracker.process_started(s.value)
+                break
         cpu_total: float | None = None
         lag: dict[tuple[str, str], float] = {}
         for s in samples:

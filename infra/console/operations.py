@@ -29,6 +29,7 @@ from services.common.faults import FaultSettings
 from services.common.settings import Duration
 
 STOP_GRACE = 15.0
+CONSOLE_EXPORT = "console.html"  # the console's recorded window, attached by a drill
 REPORTS_LISTED = 40
 
 
@@ -340,4 +341,5 @@ def _report_summary(folder: Path) -> dict[str, Any] | None:
             for s in slos
         ],
         "html": (folder / "report.html").exists(),
+        "console": (folder / CONSOLE_EXPORT).exists(),
     }

@@ -43,6 +43,7 @@ class CounterTracker:
     def __init__(self, fresh: bool) -> None:
         self.fresh = fresh
         self._last: dict[SeriesKey, float] = {}
+        self._started: float | None = None
 
     def increase(self, key: SeriesKey, value: float) -> float:
         before = self._last.get(key)
@@ -54,6 +55,15 @@ class CounterTracker:
     def after_first_scrape(self) -> None:
         """Series that appear on a later scrape were created since the one before."""
         self.fresh = True
+
+    def process_started(self, at: float) -> None:
+        """The target's ``process_start_time_seconds``: when it changes, the process was
+        restarted and every counter began again from zero, including those that have already
+        climbed past their old value (a per-series check alone would miss those)."""
+        if self._started is not None and at != self._started:
+            self._last.clear()
+            self.fresh = True
+        self._started = at
 
 
 @dataclass

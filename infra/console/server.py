@@ -317,7 +317,7 @@ def export_html(collector: Collector) -> str:
     return _page(collector.store.at(None) or b"", recorded=recorded, inline=True)
 
 
-REPORT_FILES = frozenset({"report.html", "report.json"})
+REPORT_FILES = frozenset({"report.html", "report.json", "console.html"})
 
 
 async def report_file(request: web.Request) -> web.FileResponse:

@@ -170,7 +170,7 @@
     if (!range) return;
     if (!state.recorded && t >= range[1] - 0.5) { goLive(); return; }
     state.viewingAt = t;
-    $("#golive").hidden = !!state.recorded && false;
+    $("#golive").hidden = !!state.recorded;
     if (!state.recorded) setLive("paused", "recorded view");
     clearTimeout(scrubTimer);
     scrubTimer = setTimeout(async () => {
@@ -494,8 +494,27 @@
     renderDetail(state.shown);
     const detail = $("#detail");
     detail.hidden = false;
+    // One click on something red also opens a representative failing trace below.
+    const failing = $("[data-failing-trace]", detail);
+    if (failing && isRed(state.shown, kind, key)) openTrace(failing.dataset.failingTrace, false);
     const close = $("button[data-close]", detail);
     if (close) close.focus({ preventScroll: true });
+  }
+
+  function isRed(frame, kind, key) {
+    const bad = (h) => h === "failing" || h === "degraded" || h === "down";
+    if (kind === "version") {
+      const [name, version] = key.split("@");
+      const svc = frame.services.find((x) => x.name === name);
+      const v = svc && svc.versions.find((x) => x.version === version);
+      return !!v && bad(v.health);
+    }
+    if (kind === "edge" || kind === "service") {
+      const id = kind === "service" ? `gateway>${key}` : key;
+      const e = frame.edges.find((x) => x.id === id);
+      return !!e && bad(e.health[state.windowName]);
+    }
+    return false;
   }
 
   function statsTable(stats) {
@@ -657,7 +676,9 @@
     return { names, data: [shown.map((t) => t.t), ...names.map((n) => shown.map((t) => n.value(t)))] };
   }
 
-  function drawChart(id, names, data, unit) {
+  const hhmm = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+  function drawChart(id, names, data, unit, upto) {
     const el = $(`#${id}`);
     const key = names.map((n) => n.label).join("|");
     const width = Math.max(200, el.clientWidth || 300);
@@ -669,13 +690,23 @@
         height: 130,
         legend: { show: true, live: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, unit === "%" ? 1 : 5) * 1.1] } },
-        axes: [{ size: 28 }, { size: 56, values: (u, vals) => vals.map((v) => (unit === "%" ? v.toFixed(1) + "%" : v.toFixed(0))) }],
-        series: [{}, ...names.map((n) => ({ label: n.label, stroke: n.colour, width: 1.8, spanGaps: false, points: { show: false } }))],
+        scales: {
+          // The last five minutes up to the moment shown, whatever the points.
+          x: { time: true, range: () => [charts[id].upto - 300, charts[id].upto] },
+          y: { range: (u, min, max) => [0, Math.max(max || 0, unit === "%" ? 1 : 5) * 1.1] },
+        },
+        axes: [
+          { size: 28, values: (u, vals) => vals.map((v) => hhmm(v).slice(0, 5)) },
+          { size: 56, values: (u, vals) => vals.map((v) => (unit === "%" ? v.toFixed(1) + "%" : v.toFixed(0))) },
+        ],
+        series: [{ value: (u, v) => (v === null ? "-" : hhmm(v)) }, ...names.map((n) => ({ label: n.label, stroke: n.colour, width: 1.8, spanGaps: false, points: { show: false } }))],
       };
       el.replaceChildren();
-      c = charts[id] = { plot: new uPlot(opts, data, el), key };
+      charts[id] = { key, upto };
+      c = charts[id];
+      c.plot = new uPlot(opts, data, el);
     } else {
+      c.upto = upto;
       c.plot.setData(data);
       if (Math.abs(c.plot.width - width) > 4) c.plot.setSize({ width, height: 130 });
     }
@@ -691,15 +722,15 @@
       return [...found].sort();
     };
     const errs = chartData(frame, (ticks) => versionsSeen(ticks).map((k) => ({ label: k, colour: VERSION_COLOURS[k.split("@")[1]] || "#555", value: (t) => (t.v[k] ? t.v[k][1] : null) })));
-    drawChart("chart-errors", errs.names, errs.data, "%");
+    drawChart("chart-errors", errs.names, errs.data, "%", frame.t);
     const p99 = chartData(frame, (ticks) => versionsSeen(ticks).map((k) => ({ label: k, colour: VERSION_COLOURS[k.split("@")[1]] || "#555", value: (t) => (t.v[k] ? t.v[k][2] : null) })));
-    drawChart("chart-p99", p99.names, p99.data, "ms");
+    drawChart("chart-p99", p99.names, p99.data, "ms", frame.t);
     const reps = chartData(frame, (ticks) => {
       const found = new Set();
       for (const t of ticks) for (const k of Object.keys(t.r || {})) found.add(k);
       return [...found].map((k) => ({ label: k, colour: colourOf(k), value: (t) => (t.r[k] === undefined ? null : t.r[k]) }));
     });
-    drawChart("chart-replicas", reps.names, reps.data, "");
+    drawChart("chart-replicas", reps.names, reps.data, "", frame.t);
   }
 
   // -- traces -------------------------------------------------------------------------------
@@ -842,7 +873,8 @@
       field("steps %", h("input", { name: "steps", value: "10,25,50,100", size: 11 })),
       field("interval", h("input", { name: "interval", value: "10s", size: 4 })),
       field("max 5xx", h("input", { name: "max_error_rate", type: "number", min: 0, max: 1, step: 0.001, value: 0.01, size: 5 })),
-      field("max p99", h("input", { name: "max_p99", value: "500ms", size: 5 })));
+      field("max p99", h("input", { name: "max_p99", value: "500ms", size: 5 })),
+      field("min requests", h("input", { name: "min_requests", type: "number", min: 0, max: 10000, value: 10, size: 4 })));
     strategy.addEventListener("change", () => { canaryOnly.hidden = strategy.value !== "canary"; for (const el of canaryOnly.querySelectorAll("input")) el.disabled = strategy.value !== "canary"; });
     const rollout = h("form", { "aria-label": "start a rollout", onsubmit: submit("rollout", (b) => ({ ...b, steps: b.steps ? String(b.steps).split(",").map((x) => Number(x.trim())) : undefined })) },
       h("fieldset", {}, h("legend", { text: "Roll out" }),
@@ -913,6 +945,7 @@
     list.replaceChildren(...(drills.reports || []).map((rep) => h("li", { "data-report": rep.folder },
       h("span", { class: `badge ${rep.passed ? "pass" : "fail"}`, text: rep.passed ? "PASSED" : "FAILED" }), " ",
       rep.html && !state.recorded ? h("a", { href: `/reports/${rep.folder}/report.html`, target: "_blank", rel: "noopener", text: rep.title || rep.drill }) : h("span", { text: rep.title || rep.drill }),
+      rep.console && !state.recorded ? [" · ", h("a", { href: `/reports/${rep.folder}/console.html`, target: "_blank", rel: "noopener", text: "console during the drill" })] : "",
       h("span", { class: "muted", text: ` · ${rep.runtime} · ${rep.started_at ? new Date(rep.started_at * 1000).toLocaleString() : ""}` }),
       h("div", { class: "slos", text: rep.slos.map((x) => `${x.passed ? "✓" : "✗"} ${x.name}: ${x.measured}`).join("; ") }))));
     if (!(drills.reports || []).length) list.replaceChildren(h("li", { class: "muted", text: "No drill report yet." }));
