@@ -113,9 +113,9 @@ drill: install ## Rehearse an operation under load and write a report: NAME=roll
 	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
-.PHONY: bench bench-tools bench-gateway bench-saga
+.PHONY: bench bench-tools bench-gateway bench-saga bench-console
 
-bench: bench-saga bench-gateway ## Run every benchmark and print its figures
+bench: bench-saga bench-gateway bench-console ## Run every benchmark and print its figures
 
 bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are missing
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
@@ -128,6 +128,9 @@ bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx 
 
 bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
 	$(BIN)/python -m loadtests.bench_saga
+
+bench-console: install browser ## The console's CPU and memory (idle, a browser attached, under load), first paint, what it costs the saga
+	$(BIN)/python -m loadtests.bench_console
 
 # -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
 .PHONY: compose-up compose-down compose-clean compose-images test-compose

@@ -245,7 +245,12 @@ class Collector:
         except Exception as exc:
             return {"ok": False, "error": f"traces: {type(exc).__name__}: {exc}"[:240]}
         added = self.traces.add_lines(lines)
-        return {"ok": True, "source": source, "added": added}
+        return {
+            "ok": True,
+            "source": source,
+            "added": added,
+            "kept_pct": round(100 * self.traces.kept_share, 1),
+        }
 
     def _publish(self, frame: dict[str, Any]) -> None:
         encoded = json.dumps(frame, separators=(",", ":"), default=str).encode()

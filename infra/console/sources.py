@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 2.0
 MESH_KV_PREFIX = "mesh/"
+# The series the console reads (see Collector._take); the rest of a scrape is not parsed.
+SCRAPED = (
+    "gateway_requests_total",
+    "gateway_request_duration_seconds_bucket",
+    "kafka_messages_produced_total",
+    "kafka_messages_consumed_total",
+    "kafka_consumer_lag",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_start_time_seconds",
+)
 
 
 @dataclass
@@ -97,7 +108,7 @@ class Scraper:
         async with self._http.get(f"http://{address}/metrics") as response:
             response.raise_for_status()
             text = await response.text()
-        return promtext.parse(text)
+        return promtext.parse(text, keep=SCRAPED)
 
     async def scrape(self, address: str) -> Reading:
         return await _timed(f"scrape {address}", self._get(address))
@@ -114,23 +125,20 @@ class ConsulReader:
         await self._client.close()
 
     async def _checks(self, services: list[str]) -> dict[str, dict[str, str]]:
-        """Service ID -> {"status": passing|warning|critical, "output": ...}."""
-        answers = await asyncio.gather(*(self._client.health.service(s) for s in services))
+        """Service ID -> {"status": passing|warning|critical, "output": ...}, for the
+        instances of ``services``: one call for all of them (the agent's own checks)."""
+        wanted = set(services)
+        checks = await self._client.agent.checks()
         out: dict[str, dict[str, str]] = {}
-        for _, nodes in answers:
-            for node in nodes or []:
-                service_id = node["Service"]["ID"]
-                checks = [c for c in node.get("Checks", []) if c.get("ServiceID") == service_id]
-                statuses = [c.get("Status", "critical") for c in checks] or ["passing"]
-                worst = next(
-                    (s for s in ("critical", "warning") if s in statuses), statuses[0] or "passing"
-                )
-                output = next((c.get("Output", "") for c in checks if c.get("Status") == worst), "")
-                out[service_id] = {
-                    "status": worst,
-                    "output": str(output)[:160],
-                    "version": str((node["Service"].get("Meta") or {}).get("version", "")),
-                }
+        order = {"passing": 0, "warning": 1, "critical": 2}
+        for check in (checks or {}).values():
+            service_id = check.get("ServiceID")
+            if not service_id or check.get("ServiceName") not in wanted:
+                continue
+            status = str(check.get("Status", "critical"))
+            known = out.get(service_id)
+            if known is None or order.get(status, 2) > order.get(known["status"], 2):
+                out[service_id] = {"status": status, "output": str(check.get("Output", ""))[:160]}
         return out
 
     async def checks(self, services: list[str]) -> Reading:

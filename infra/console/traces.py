@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ MAX_SPAN_BYTES = 6 * 1024 * 1024
 CATCH_UP_BYTES = 2 * 1024 * 1024  # how far back a file is read when the console starts
 READ_LIMIT = 8 * 1024 * 1024  # at most this much of one file per poll
 ORDER_KEY = "messaging.kafka.message.key"  # the saga's events are keyed by order id
+# Spans indexed per poll at most: past it, whole traces are kept by a hash of their id (the
+# same traces in every poll, so none is cut in half), and the frame says how many were left.
+SPAN_BUDGET = 2000
+_TRACE_ID = b'"trace_id": "'
 
 
 @dataclass
@@ -121,10 +126,17 @@ class TraceIndex:
         self.traces: OrderedDict[str, TraceSummary] = OrderedDict()
         self.bytes = 0
         self.spans_seen = 0
+        self.kept_share = 1.0  # of the traces in the last poll (1.0: all of them)
         # "service@version" (and "service") -> the latest trace with an error there.
         self.failing: dict[str, str] = {}
 
-    def add_lines(self, lines: Iterable[bytes]) -> int:
+    def add_lines(self, lines: Iterable[bytes], budget: int = SPAN_BUDGET) -> int:
+        lines = list(lines)
+        self.kept_share = 1.0
+        if len(lines) > budget:
+            self.kept_share = budget / len(lines)
+            cut = int(self.kept_share * 2**32)
+            lines = [raw for raw in lines if _trace_hash(raw) < cut]
         added = 0
         now = time.time()
         for raw in lines:
@@ -198,6 +210,14 @@ class TraceIndex:
             if len(out) >= limit:
                 break
         return out
+
+
+def _trace_hash(raw: bytes) -> int:
+    """A stable 32-bit hash of a span line's trace id, read without parsing the line (the kit
+    writes ``trace_id`` first); a line of another shape hashes as a whole."""
+    at = raw.find(_TRACE_ID)
+    key = raw[at + len(_TRACE_ID) : at + len(_TRACE_ID) + 32] if at >= 0 else raw
+    return zlib.crc32(key)
 
 
 def _mentions(summary: TraceSummary, needle: str) -> bool:

@@ -119,8 +119,14 @@ def console(runtime: Runtime, port: int | None, open_browser: bool, stop: bool, 
     already = console_url(home)
     if already is None and not runtime.running():
         raise CommandError(f"the platform is not running on {runtime.name} (make up first)")
+    # Off the local runtime, traces come from Jaeger's query API (compose publishes its UI).
+    jaeger = None
+    if runtime.name != "local":
+        jaeger = os.environ.get("MESH_JAEGER_URL") or (
+            f"http://127.0.0.1:{os.environ.get('JAEGER_UI_PORT') or 16686}"
+        )
     try:
-        url = already or start_console(home, runtime.name, port=port)
+        url = already or start_console(home, runtime.name, port=port, jaeger=jaeger)
     except StartError as exc:
         raise CommandError(str(exc)) from None
     print(f"console {url}" + ("  (already running)" if already else ""))

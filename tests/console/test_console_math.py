@@ -194,6 +194,19 @@ def test_the_trace_index_stays_within_its_bounds() -> None:
     assert f"{99:032x}" in index.traces and f"{0:032x}" not in index.traces
 
 
+def test_a_flood_of_spans_is_thinned_by_whole_traces() -> None:
+    index = TraceIndex()
+    lines = [
+        _span(f"{t:032x}", f"{n:016x}", None if n == 0 else f"{0:016x}", "orders")
+        for t in range(400)
+        for n in range(10)
+    ]
+    added = index.add_lines(lines, budget=1000)
+    assert 500 < added < 1600 and index.kept_share == 0.25
+    # Every trace kept has all ten of its spans: none was cut in half.
+    assert {summary.spans for summary in index.traces.values()} == {10}
+
+
 def test_span_files_follow_appends_partial_lines_and_truncation(tmp_path: Path) -> None:
     path = tmp_path / "orders.jsonl"
     files = SpanFiles(tmp_path)
