@@ -8,7 +8,7 @@ MESHCTL := $(BIN)/meshctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs scale rollout trace console test lint clean
+.PHONY: help install up down status logs scale rollout trace console browser test lint clean
 
 help: ## Show this menu
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,12 @@ trace: install ## Print the span tree of an order or trace (ID=...)
 console: install ## Start the live console of the running platform and print its URL (OPEN=1 opens it)
 	$(MESHCTL) console $(if $(OPEN),--open)
 
-test: install ## Run the test suite on real infrastructure started on loopback
+browser: ## Debian's Chromium for the browser tests (apt-get as root when missing; Playwright drives it)
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "browser: install Debian's chromium (apt-get install chromium)"; exit 1; }
+
+test: install browser ## Run the test suite on real infrastructure started on loopback
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff on everything, mypy on the package code
