@@ -253,18 +253,18 @@ def test_a_trace_opened_from_the_page_spans_all_five_services(
     page.goto(platform.console)
     page.locator("#trace-filter").get_by_label("order id").fill(order)
 
-    def listed(p: Any) -> Any:
-        rows = p.locator("#trace-list tbody tr[data-trace]")
-        for i in range(rows.count()):
-            if "POST /api/orders" in (rows.nth(i).text_content() or ""):
-                return rows.nth(i)
-        return None
+    def listed(p: Any) -> str | None:
+        return p.evaluate(
+            """() => { for (const row of document.querySelectorAll('#trace-list tr[data-trace]'))
+                if (row.textContent.includes('POST /api/orders')) return row.dataset.trace;
+              return null; }"""
+        )
 
     def complete(p: Any) -> bool:
-        row = listed(p)
-        if row is None:
+        trace_id = listed(p)
+        if trace_id is None:
             return False
-        row.click()
+        p.locator(f'#trace-list tr[data-trace="{trace_id}"]').click()
         p.wait_for_timeout(300)
         services = set((p.locator("#waterfall").get_attribute("data-services") or "").split(","))
         return {"gateway", *SERVICES} <= services

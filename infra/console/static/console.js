@@ -329,7 +329,7 @@
     const usersStats = edgeStats((frame.edges.find((e) => e.id === "users>gateway") || {}).stats, win);
     text(users, "t", L.users.x + 10, L.users.y + 22, "title", "clients");
     text(users, "r", L.users.x + 10, L.users.y + 42, "small", `${rate(usersStats.rps)} req/s`);
-    nodeLayer.append(users.g);
+    place(nodeLayer, users.g);
     if (gw) {
       const g = node("gateway", `node gateway h-${gw.health}`, L.gateway, `gateway: ${gw.passing}/${gw.instances.length} passing`, () => select("gateway", "gateway"));
       text(g, "t", L.gateway.x + 10, L.gateway.y + 22, "title", "gateway");
@@ -338,7 +338,7 @@
       text(g, "r", L.gateway.x + 10, L.gateway.y + 62, "small", `${rate(gs.rps)} req/s routed`);
       text(g, "e", L.gateway.x + 10, L.gateway.y + 80, gs.err_pct > 0 ? "small bad" : "small", `5xx ${pct(gs.err_pct)}`);
       text(g, "p", L.gateway.x + 10, L.gateway.y + 98, "small", `p99 ${ms(gs.p99_ms)}`);
-      nodeLayer.append(g.g);
+      place(nodeLayer, g.g);
     }
     edges.push({ id: "users>gateway", d: curve(L.users.x + L.users.w, L.users.y + L.users.h / 2, L.gateway.x, L.gateway.y + L.gateway.h / 2), cls: `edge http h-${(frame.edges.find((e) => e.id === "users>gateway") || { health: {} }).health[win] || "idle"}`, width: widthOf(usersStats.rps), title: `clients -> gateway: ${rate(usersStats.rps)} req/s` });
 
@@ -350,12 +350,12 @@
       const n = node(`infra:${part}`, `node infra h-${health}`, box, `${part}: ${info.healthy ? "answering" : "not answering"}${info.error ? " (" + info.error + ")" : ""}`, () => select("infra", part));
       text(n, "t", box.x + 10, box.y + 21, "title", part);
       text(n, "s", box.x + 10, box.y + 40, info.healthy ? "small" : "small bad", info.healthy ? `answering, ${num(info.took_ms, 1)}ms` : "not answering");
-      nodeLayer.append(n.g);
+      place(nodeLayer, n.g);
     }
     const kafka = (frame.infra || {}).kafka || {};
     const kHead = node("infra:kafka", `node infra h-${kafka.healthy ? "ok" : "down"}`, { x: L.topic.x, y: 0, w: 0, h: 0 }, `kafka: ${kafka.healthy ? "answering" : "not answering"}`, () => select("infra", "kafka"));
     text(kHead, "s", L.topic.x + L.topic.w, 14, kafka.healthy ? "small" : "small bad", kafka.healthy ? "broker answering" : "broker not answering", "end");
-    nodeLayer.append(kHead.g);
+    place(nodeLayer, kHead.g);
 
     // services with their version boxes
     for (const svc of frame.services) {
@@ -364,7 +364,7 @@
       const n = node(`svc:${svc.name}`, `node service h-${svc.health}`, p, `${svc.name}: ${svc.healthy}/${svc.replicas} healthy, health ${svc.health}`, () => select("service", svc.name));
       text(n, "t", p.x + 10, p.y + 19, "title", svc.name);
       text(n, "c", p.x + p.w - 10, p.y + 19, "small", `${svc.healthy}/${svc.replicas} healthy${svc.rollout ? " · rollout " + svc.rollout : ""}`, "end");
-      nodeLayer.append(n.g);
+      place(nodeLayer, n.g);
       const slotW = (p.w - 20 - (SLOTS - 1) * 8) / SLOTS;
       const slotH = p.h - 34;
       for (let i = 0; i < SLOTS; i++) {
@@ -374,7 +374,7 @@
           const empty = node(`slot:${svc.name}:${i}`, "node version empty", box, `${svc.name}: free version slot`, () => {});
           empty.g.setAttribute("tabindex", "-1");
           empty.g.removeAttribute("role");
-          nodeLayer.append(empty.g);
+          place(nodeLayer, empty.g);
           continue;
         }
         const vs = edgeStats(v.stats, win);
@@ -396,8 +396,8 @@
           c.append(t);
           return c;
         }));
-        b.g.append(dots);
-        nodeLayer.append(b.g);
+        if (!dots.parentNode) b.g.append(dots);
+        place(nodeLayer, b.g);
       }
       // gateway -> service edge and its label
       const e = frame.edges.find((x) => x.id === `gateway>${svc.name}`) || { health: {}, stats: {} };
@@ -416,7 +416,7 @@
       text(n, "t", p.x + 10, p.y + 17, "title", t.name);
       text(n, "r", p.x + 10, p.y + 33, "small", `${rate(t.produced[win])}/s in · ${t.messages === null ? "-" : t.messages} msgs`);
       text(n, "d", p.x + p.w - 8, p.y + 33, dead ? "small bad" : "small", dead ? `dlq ${dead}` : "", "end");
-      nodeLayer.append(n.g);
+      place(nodeLayer, n.g);
       for (const prod of t.producers) {
         const sp = lay.pos.services[prod.service];
         if (!sp) continue;
@@ -442,7 +442,7 @@
         text(n, `r${i}`, p.x + 10, p.y + 33 + i * 15, "small", `${t.name}`);
         text(n, `v${i}`, p.x + p.w - 8, p.y + 33 + i * 15, g.lag > 100 ? "small bad" : "small", `${rate(g.consumed[win])}/s lag ${g.lag === null ? "?" : g.lag}`, "end");
       });
-      nodeLayer.append(n.g);
+      place(nodeLayer, n.g);
     }
 
     // edges and labels: keyed, so nothing moves between frames
@@ -481,6 +481,11 @@
       setText(entry.t1, lb.lines[0]);
       setText(entry.t2, lb.lines[1]);
     }
+  }
+
+  // Appended once: moving an element (even to where it is) would take the keyboard focus off it.
+  function place(layer, el) {
+    if (el.parentNode !== layer) layer.append(el);
   }
 
   function widthOf(r) {
@@ -771,6 +776,12 @@
 
   function paintTraceList(list, frame) {
     const body = $("#trace-list tbody");
+    // The list holds still while it is pointed at or focused: a row must not move under a click.
+    const wrap = $(".trace-list-wrap");
+    if (wrap.matches(":hover") || wrap.contains(document.activeElement)) return;
+    const key = JSON.stringify(list.map((t) => [t.trace_id, t.spans, t.error]));
+    if (body.dataset.key === key) return;
+    body.dataset.key = key;
     body.replaceChildren(...list.map((t) => h("tr", {
       class: `${t.error ? "err" : ""}${state.selectedTrace === t.trace_id ? " selected" : ""}`,
       tabindex: 0,
