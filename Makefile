@@ -8,7 +8,7 @@ MESHCTL := $(BIN)/meshctl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser up down status logs scale rollout trace test lint clean
+.PHONY: help install browser up down status logs scale rollout trace console test lint clean
 
 help: ## Show this menu
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,7 @@ browser: ## Install Debian chromium when missing (the web page tests drive /usr/
 	    apt-get install -y -qq chromium; } || \
 	  { echo "browser: install Debian chromium (apt-get install chromium)"; exit 1; }
 
-up: install ## Start the platform (RUNTIME=local|compose|k8s; default local) and print where it runs
+up: install ## Start the platform (RUNTIME=local|compose|k8s; default local), the console on local, and print where they run
 ifeq ($(RUNTIME),compose)
 	bash infra/docker/compose-up.sh
 else ifeq ($(RUNTIME),k8s)
@@ -59,6 +59,9 @@ rollout: install ## Roll out a version (SERVICE=orders VERSION=v2 STRATEGY=rolli
 
 trace: install ## Print the span tree of an order or trace (ID=...)
 	$(MESHCTL) trace $(ID)
+
+console: install ## Start the live console of the running platform and print its URL (OPEN=1 opens it)
+	$(MESHCTL) console $(if $(OPEN),--open)
 
 test: install browser ## Run the test suite on real infrastructure started on loopback
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -104,18 +107,9 @@ LOCUST_PORT ?= 8089
 .PHONY: load
 
 load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT, or HEADLESS=1 USERS=10 RATE=2 DURATION=1m; OPEN=1 ARRIVALS=5 (arrivals/s per user); SHAPE=steady|step|spike|soak
-	@gateway=$$($(MESHCTL) status --json 2>/dev/null | $(BIN)/python -c 'import json, sys; g = json.load(sys.stdin).get("gateway") or {}; print(g.get("url") or "", g.get("api_key") or "")' 2>/dev/null); \
-	read -r url key <<< "$$gateway"; \
-	if [ -z "$$url" ] || [ -z "$$key" ]; then echo "load: the platform is not running (make up first)" >&2; exit 1; fi; \
-	export MESH_API_KEY="$$key" $(if $(OPEN),LOAD_MODE=open) $(if $(ARRIVALS),LOAD_USER_RATE=$(ARRIVALS)) \
-	  $(if $(SHAPE),LOAD_SHAPE=$(SHAPE) $(if $(USERS),LOAD_USERS=$(USERS)) $(if $(RATE),LOAD_SPAWN_RATE=$(RATE)) $(if $(DURATION),LOAD_DURATION=$(DURATION))); \
-	args=(-f loadtests/locustfile.py --host "$$url" $(if $(SHAPE),,-u $(or $(USERS),10) -r $(or $(RATE),2))); \
-	if [ -n "$(HEADLESS)" ]; then \
-	  exec $(BIN)/locust "$${args[@]}" --headless $(if $(SHAPE),,-t $(or $(DURATION),1m)); \
-	else \
-	  echo "Locust web UI: http://127.0.0.1:$(LOCUST_PORT)  (load on $$url; Ctrl-C stops)"; \
-	  exec $(BIN)/locust "$${args[@]}" --web-host 127.0.0.1 --web-port $(LOCUST_PORT); \
-	fi
+	$(MESHCTL) load --web-port $(LOCUST_PORT) $(if $(HEADLESS),--headless) $(if $(USERS),--users $(USERS)) \
+	  $(if $(RATE),--rate $(RATE)) $(if $(DURATION),--duration $(DURATION)) $(if $(OPEN),--open) \
+	  $(if $(ARRIVALS),--arrivals $(ARRIVALS)) $(if $(SHAPE),--shape $(SHAPE))
 
 # -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
 .PHONY: drill
@@ -125,9 +119,9 @@ drill: install ## Rehearse an operation under load and write a report: NAME=roll
 	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
-.PHONY: bench bench-tools bench-gateway bench-saga
+.PHONY: bench bench-tools bench-gateway bench-saga bench-console
 
-bench: bench-saga bench-gateway ## Run every benchmark and print its figures
+bench: bench-saga bench-gateway bench-console ## Run every benchmark and print its figures
 
 bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are missing
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
@@ -140,6 +134,9 @@ bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx 
 
 bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
 	$(BIN)/python -m loadtests.bench_saga
+
+bench-console: install browser ## The console's CPU and memory (idle, a browser attached, under load), first paint, what it costs the saga
+	$(BIN)/python -m loadtests.bench_console
 
 # -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
 .PHONY: compose-up compose-down compose-clean compose-images test-compose

@@ -17,6 +17,8 @@ class Topic:
     partitions: int
     consumers: tuple[str, ...]
     description: str
+    # Who publishes it (the console draws service -> topic edges from this before traffic).
+    producers: tuple[str, ...] = ()
 
     @property
     def dlq(self) -> str:
@@ -25,13 +27,31 @@ class Topic:
 
 # The order saga, in the order events happen (see DESIGN.md, "The shop").
 TOPICS: tuple[Topic, ...] = (
-    Topic("order.created", 3, ("inventory",), "an order was accepted (PENDING)"),
-    Topic("inventory.reserved", 3, ("payments",), "all lines of an order were reserved"),
-    Topic("inventory.rejected", 3, ("orders",), "an order could not be reserved"),
-    Topic("payment.succeeded", 3, ("orders", "inventory"), "the charge went through"),
-    Topic("payment.failed", 3, ("orders", "inventory"), "the charge failed; release stock"),
-    Topic("order.confirmed", 3, ("notifications",), "terminal: the order is CONFIRMED"),
-    Topic("order.cancelled", 3, ("notifications",), "terminal: the order is CANCELLED"),
+    Topic("order.created", 3, ("inventory",), "an order was accepted (PENDING)", ("orders",)),
+    Topic(
+        "inventory.reserved",
+        3,
+        ("payments",),
+        "all lines of an order were reserved",
+        ("inventory",),
+    ),
+    Topic("inventory.rejected", 3, ("orders",), "an order could not be reserved", ("inventory",)),
+    Topic(
+        "payment.succeeded", 3, ("orders", "inventory"), "the charge went through", ("payments",)
+    ),
+    Topic(
+        "payment.failed",
+        3,
+        ("orders", "inventory"),
+        "the charge failed; release stock",
+        ("payments",),
+    ),
+    Topic(
+        "order.confirmed", 3, ("notifications",), "terminal: the order is CONFIRMED", ("orders",)
+    ),
+    Topic(
+        "order.cancelled", 3, ("notifications",), "terminal: the order is CANCELLED", ("orders",)
+    ),
 )
 
 DLQ_PARTITIONS = 1

@@ -20,7 +20,7 @@ from infra.local.fleet import Fleet
 from infra.local.hpa import Hpa
 from infra.local.replica import State
 from infra.local.signals import Scrape, Signals, Target
-from infra.runtime.models import AutoscaleStatus, ScaleDecision
+from infra.runtime.models import AutoscalerTarget, AutoscaleStatus, ScaleDecision
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,30 @@ class Autoscaler:
         log.info("autoscaler %s", "on" if enabled else "off")
 
     def status(self) -> AutoscaleStatus:
+        now = self.clock()
+        targets = {}
+        for spec in self.specs:
+            assert spec.autoscale is not None
+            scaling = spec.autoscale
+            next_sync = self._next_sync.get(spec.name)
+            targets[spec.name] = AutoscalerTarget(
+                min_replicas=scaling.min,
+                max_replicas=scaling.max,
+                sync_period=scaling.sync_period,
+                targets={m.type: m.target for m in scaling.metrics},
+                scale_down_window=scaling.scale_down.stabilization,
+                window_left=self.hpas[spec.name].window_left() if self.enabled else None,
+                next_decision_in=(
+                    round(max(next_sync - now, 0.0), 1)
+                    if self.enabled and next_sync is not None
+                    else None
+                ),
+            )
         return AutoscaleStatus(
             enabled=self.enabled,
             services={name: list(d) for name, d in self.decisions.items()},
             log=str(self.log_path),
+            targets=targets,
         )
 
     def _targets(self, spec: ServiceSpec) -> list[Target]:

@@ -54,6 +54,18 @@ class Hpa:
         self._recommendations.clear()
         self._events.clear()
 
+    def window_left(self) -> float | None:
+        """Seconds until the scale-down window stops holding the replicas above the latest
+        recommendation (``None`` when it holds nothing): when a lower count can apply."""
+        if not self._recommendations:
+            return None
+        latest = self._recommendations[-1].value
+        higher = [r.at for r in self._recommendations if r.value > latest]
+        if not higher:
+            return None
+        left = max(higher) + self.spec.scale_down.stabilization - self.clock()
+        return round(left, 1) if left > 0 else None
+
     # -- the steps ---------------------------------------------------------------------------
     def _stabilize(self, now: float, current: int, raw: int) -> int:
         up_window = self.spec.scale_up.stabilization

@@ -21,7 +21,12 @@ class Sample:
     value: float
 
 
-def parse(text: str) -> list[Sample]:
+def parse(text: str, keep: tuple[str, ...] | None = None) -> list[Sample]:
+    """Every sample of ``text``; with ``keep``, only the series whose name starts with one of
+    those prefixes (the other lines are dropped before parsing: the parser costs about 0.1 ms
+    a line, and a reader that needs five families of fifty should not pay for the rest)."""
+    if keep is not None:
+        text = "\n".join(line for line in text.splitlines() if line.startswith(keep))
     return [
         Sample(s.name, s.labels, float(s.value))
         for family in text_string_to_metric_families(text)

@@ -32,6 +32,7 @@ from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
+    Overview,
     PlatformStatus,
     ReplicaInfo,
     RolloutSpec,
@@ -180,6 +181,37 @@ class LocalRuntime(Runtime):
         return stopped
 
     # -- state ---------------------------------------------------------------------------------
+    def _gateway_info(self, snapshot: dict[str, Any], services: list[ServiceStatus]) -> GatewayInfo:
+        gateway_service = next(s for s in services if s.kind == "gateway")
+        secrets = read_json(self.files.secrets) or {}
+        return GatewayInfo(
+            url=snapshot["gateway"]["url"],
+            api_key=str(secrets.get("api_key", "")),
+            healthy=gateway_service.healthy > 0,
+            name=gateway_service.name,
+        )
+
+    def overview(self) -> Overview:
+        """Two calls to the supervisor (its snapshot and the autoscaler), no infra probes."""
+        snapshot = self._snapshot()
+        services = [ServiceStatus.model_validate(s) for s in snapshot["services"]]
+        return Overview(
+            runtime=self.name,
+            gateway=self._gateway_info(snapshot, services),
+            services=[s for s in services if s.kind != "gateway"],
+            replicas=[ReplicaInfo.model_validate(r) for r in snapshot["replicas"]],
+            rollouts={
+                name: RolloutStatus.model_validate(r)
+                for name, r in (snapshot.get("rollouts") or {}).items()
+            },
+            autoscale=AutoscaleStatus.model_validate(self.client.call("GET", "/autoscaler")),
+        )
+
+    def admin_token(self) -> str | None:
+        secrets = read_json(self.files.secrets) or {}
+        token = secrets.get("admin_token")
+        return token if isinstance(token, str) and token else None
+
     def status(self) -> PlatformStatus:
         infra = {
             row["name"]: {
@@ -194,17 +226,9 @@ class LocalRuntime(Runtime):
         except ControlError:
             return PlatformStatus(runtime=self.name, gateway=None, services=[], infra=infra)
         services = [ServiceStatus.model_validate(s) for s in snapshot["services"]]
-        gateway_service = next(s for s in services if s.kind == "gateway")
-        secrets = read_json(self.files.secrets) or {}
-        gateway = GatewayInfo(
-            url=snapshot["gateway"]["url"],
-            api_key=str(secrets.get("api_key", "")),
-            healthy=gateway_service.healthy > 0,
-            name=gateway_service.name,
-        )
         return PlatformStatus(
             runtime=self.name,
-            gateway=gateway,
+            gateway=self._gateway_info(snapshot, services),
             services=[s for s in services if s.kind != "gateway"],
             infra=infra,
         )

@@ -20,7 +20,7 @@ from infra.kafka.admin import ensure_topics
 from infra.local.catalog import CatalogError
 from infra.local.files import HomeFiles
 from infra.local.versions import VersionError
-from infra.meshctl import drill, platform, rollout, traffic
+from infra.meshctl import drill, load, platform, rollout, traffic
 from infra.meshctl import logs as logs_cmd
 from infra.meshctl.output import CommandError, progress
 from infra.meshctl.trace import trace
@@ -167,9 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", nargs="?")
     p = sub.add_parser("faults", help="inject latency and errors (Consul KV mesh/faults/...)")
     p.add_argument("action", choices=("set", "clear", "show"))
-    p.add_argument("service", nargs="?")
+    p.add_argument("service", nargs="?", metavar="SERVICE[@VERSION]")
     p.add_argument("settings", nargs="*", metavar="latency=200ms error_rate=0.2")
     drill.add_parser(sub)
+    p = sub.add_parser("console", help="the live page of the running platform (127.0.0.1)")
+    p.add_argument("--port", type=int, help="default MESH_CONSOLE_PORT or 8090; 0: any free")
+    p.add_argument("--open", action="store_true", help="open it in the default browser")
+    p.add_argument("--stop", action="store_true", help="stop the console")
+    p.add_argument("--token", action="store_true", help="print the admin token its actions ask")
+    load.add_parser(sub)
     p = sub.add_parser("trace", help="the span tree of an order or a trace")
     p.add_argument("id", metavar="ORDER_ID|TRACE_ID")
 
@@ -212,6 +218,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         return platform.down(runtime)
     if command == "status":
         return platform.status(runtime, args.json)
+    if command == "console":
+        return platform.console(runtime, args.port, args.open, args.stop, args.token)
+    if command == "load":
+        return load.run(runtime, args)
     if command == "scale":
         return platform.scale(runtime, args.target, args.timeout)
     if command == "autoscale":

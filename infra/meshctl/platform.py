@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
 
-from infra.embedded import Infra
+from infra.console.files import console_url, start_console, stop_console
+from infra.embedded import Infra, StartError, mesh_home
 from infra.meshctl.output import CommandError, print_table, progress
 from infra.runtime import Runtime
-from infra.runtime.models import GatewayInfo, PlatformStatus, ReplicaInfo
+from infra.runtime.models import ConsoleInfo, GatewayInfo, PlatformStatus, ReplicaInfo
 
 SAMPLE_ORDER = '{"customer_id": "c-1", "items": [{"sku": "SKU-001", "quantity": 1}]}'
 
@@ -44,11 +46,13 @@ def print_services(state: PlatformStatus, replicas: list[ReplicaInfo]) -> None:
     print_table(("SERVICE", "REPLICAS", "VERSIONS", "ADDRESSES", "HEALTH"), rows)
 
 
-def print_next_steps(gateway: GatewayInfo) -> None:
+def print_next_steps(gateway: GatewayInfo, console: str | None = None) -> None:
     key, url = gateway.api_key, gateway.url
     header = f"-H 'X-API-Key: {key}'"
     print()
     print(f"gateway   {url}")
+    if console:
+        print(f"console   {console}     (live topology, rollouts, traces; actions: admin token)")
     print(f"API key   {key}")
     print(f"try it    curl -s {header} {url}/api/stock")
     print(
@@ -65,6 +69,7 @@ def up(runtime: Runtime) -> int:
     print(f"runtime: {runtime.name}")
     if runtime.running():
         print("the platform is already running")
+        start_console_with_platform(runtime)
         return status(runtime, as_json=False)
     started = time.monotonic()
     try:
@@ -73,15 +78,63 @@ def up(runtime: Runtime) -> int:
         print("interrupted: stopped everything this command had started", file=sys.stderr)
         return 130
     print(f"platform healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    console = start_console_with_platform(runtime)
     print_services(state, runtime.replicas())
     if state.gateway is not None:
-        print_next_steps(state.gateway)
+        print_next_steps(state.gateway, console)
     return 0
 
 
+def start_console_with_platform(runtime: Runtime) -> str | None:
+    """``make up`` on the local runtime starts the console too (``MESH_CONSOLE=off`` does
+    not); a console that cannot start is said in one line, the platform stays up."""
+    if runtime.name != "local" or os.environ.get("MESH_CONSOLE", "").lower() in ("off", "0"):
+        return None
+    try:
+        return start_console(mesh_home(), runtime.name)
+    except StartError as exc:
+        print(f"meshctl: the console did not start: {exc}", file=sys.stderr)
+        return None
+
+
 def down(runtime: Runtime) -> int:
-    stopped = runtime.down(progress)
+    stopped = ["console"] if stop_console(mesh_home()) else []
+    stopped += runtime.down(progress)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def console(runtime: Runtime, port: int | None, open_browser: bool, stop: bool, token: bool) -> int:
+    """``meshctl console [--port N] [--open] [--stop] [--token]``: the live page."""
+    home = mesh_home()
+    if stop:
+        print("console stopped" if stop_console(home) else "no console was running")
+        return 0
+    if token:
+        admin = runtime.admin_token()
+        if not admin:
+            raise CommandError(f"the {runtime.name} runtime keeps no admin token here")
+        print(admin)
+        return 0
+    already = console_url(home)
+    if already is None and not runtime.running():
+        raise CommandError(f"the platform is not running on {runtime.name} (make up first)")
+    # Off the local runtime, traces come from Jaeger's query API (compose publishes its UI).
+    jaeger = None
+    if runtime.name != "local":
+        jaeger = os.environ.get("MESH_JAEGER_URL") or (
+            f"http://127.0.0.1:{os.environ.get('JAEGER_UI_PORT') or 16686}"
+        )
+    try:
+        url = already or start_console(home, runtime.name, port=port, jaeger=jaeger)
+    except StartError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"console {url}" + ("  (already running)" if already else ""))
+    print("viewing needs no token; actions ask for the admin token (meshctl console --token)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
     return 0
 
 
@@ -103,6 +156,9 @@ def _print_infra(rows: list[dict[str, object]]) -> None:
 
 def status(runtime: Runtime, as_json: bool) -> int:
     state = runtime.status()
+    url = console_url(mesh_home())
+    if url is not None:
+        state.console = ConsoleInfo(url=url)
     infra_ok = all(part["healthy"] for part in state.infra.values())
     services_ok = all(s.healthy >= s.replicas for s in state.services) and (
         state.gateway is None or state.gateway.healthy
@@ -112,7 +168,12 @@ def status(runtime: Runtime, as_json: bool) -> int:
         return 0 if infra_ok and services_ok else 1
     if state.gateway is not None:
         print_services(state, runtime.replicas())
-        print(f"\ngateway {state.gateway.url}  API key {state.gateway.api_key}\n")
+        print(f"\ngateway {state.gateway.url}  API key {state.gateway.api_key}")
+        print(
+            f"console {state.console.url}\n"
+            if state.console
+            else "console not running (meshctl console)\n"
+        )
     else:
         print("platform: not running (make up)\n")
     home = getattr(runtime, "home", None)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from infra.meshctl.output import CommandError, print_table
 from infra.meshctl.rollout import duration, fraction
 from infra.runtime import Runtime
+from infra.runtime.models import check_version
 from services.common.faults import FaultSettings
 
 
@@ -71,34 +72,55 @@ def parse_faults(pairs: list[str]) -> FaultSettings:
         raise CommandError(f"{first['loc'][0]}: {first['msg']}") from None
 
 
-def faults(runtime: Runtime, action: str, service: str | None, pairs: list[str]) -> int:
+def split_target(target: str) -> tuple[str, str | None]:
+    """``orders`` or ``orders@v2`` -> (service, version or None)."""
+    service, _, version = target.partition("@")
+    if version:
+        try:
+            check_version(version)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    return service, version or None
+
+
+def faults(runtime: Runtime, action: str, target: str | None, pairs: list[str]) -> int:
+    service, version = split_target(target) if target else (None, None)
+    scope = f"@{version}" if version else ""
     if action == "set":
         if service is None:
-            raise CommandError("usage: meshctl faults set SERVICE latency=200ms error_rate=0.2")
+            raise CommandError(
+                "usage: meshctl faults set SERVICE[@VERSION] latency=200ms error_rate=0.2"
+            )
         settings = parse_faults(pairs)
         name = _services(runtime, service)[0]
-        runtime.set_faults(name, settings)
+        runtime.set_faults(name, settings, version)
+        who = f"every {version} replica" if version else "every replica"
         print(
-            f"{name}: latency {settings.latency_ms:g}ms, error rate {settings.error_rate:.0%} "
-            "(every replica applies it within a second)"
+            f"{name}{scope}: latency {settings.latency_ms:g}ms, error rate "
+            f"{settings.error_rate:.0%} ({who} applies it within a second)"
         )
         return 0
     if action == "clear":
         if service is None:
-            raise CommandError("usage: meshctl faults clear SERVICE")
+            raise CommandError("usage: meshctl faults clear SERVICE[@VERSION]")
         name = _services(runtime, service)[0]
-        runtime.set_faults(name, None)
-        print(f"{name}: no faults")
+        runtime.set_faults(name, None, version)
+        print(f"{name}{scope}: no faults")
         return 0
     rows = []
+    versions_of = {s.name: sorted(s.versions) for s in runtime.status().services}
     for name in _services(runtime, service):
-        current = runtime.faults(name)
-        rows.append(
-            (
-                name,
-                f"{current.latency_ms:g}ms" if current else "-",
-                f"{current.error_rate:.0%}" if current else "-",
+        wanted = [version] if version else [None, *versions_of.get(name, [])]
+        for each in wanted:
+            current = runtime.faults(name, each)
+            if each is not None and current is None and not version:
+                continue  # a version without faults of its own: the service row says it
+            rows.append(
+                (
+                    name + (f"@{each}" if each else ""),
+                    f"{current.latency_ms:g}ms" if current else "-",
+                    f"{current.error_rate:.0%}" if current else "-",
+                )
             )
-        )
     print_table(("SERVICE", "LATENCY", "ERROR RATE"), rows)
     return 0

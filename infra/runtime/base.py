@@ -17,6 +17,7 @@ from infra.runtime.kv import MeshKV
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
+    Overview,
     PlatformStatus,
     ReplicaInfo,
     RolloutSpec,
@@ -72,6 +73,35 @@ class Runtime(ABC):
 
     def gateway(self) -> GatewayInfo | None:
         return self.status().gateway
+
+    def overview(self) -> Overview:
+        """Services, replicas, rollouts and the autoscaler in one read (the console's tick).
+
+        Composed from the other methods here; a runtime that can answer it in one call (the
+        local supervisor) overrides it."""
+        state = self.status()
+        rollouts = {}
+        for service in state.services:
+            current = self.rollout_status(service.name)
+            if current is not None:
+                rollouts[service.name] = current
+        try:
+            autoscale: AutoscaleStatus | None = self.autoscale(None)
+        except RuntimeFailure:
+            autoscale = None
+        return Overview(
+            runtime=self.name,
+            gateway=state.gateway,
+            services=state.services,
+            replicas=self.replicas(),
+            rollouts=rollouts,
+            autoscale=autoscale,
+        )
+
+    def admin_token(self) -> str | None:
+        """The gateway's admin token (what the console's actions require), if this runtime
+        keeps one where this machine can read it."""
+        return None
 
     # -- scaling -------------------------------------------------------------------------------
     @abstractmethod
@@ -176,11 +206,14 @@ class Runtime(ABC):
     def set_weights(self, service: str, weights: dict[str, int] | None) -> None:
         self._kv().set_weights(service, weights)
 
-    def faults(self, service: str) -> FaultSettings | None:
-        return self._kv().faults(service)
+    def faults(self, service: str, version: str | None = None) -> FaultSettings | None:
+        return self._kv().faults(service, version)
 
-    def set_faults(self, service: str, faults: FaultSettings | None) -> None:
-        self._kv().set_faults(service, faults)
+    def set_faults(
+        self, service: str, faults: FaultSettings | None, version: str | None = None
+    ) -> None:
+        """Faults of a service (every version), or of one ``version`` of it."""
+        self._kv().set_faults(service, faults, version)
 
 
 def _poll(

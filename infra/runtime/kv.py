@@ -69,17 +69,21 @@ class MeshKV:
             raise KVError(f"weights for {service}: {exc}") from None
         self._put(TRAFFIC_PREFIX + service, weights)
 
-    def faults(self, service: str) -> FaultSettings | None:
-        raw = self._get(faults_key(service))
+    def faults(self, service: str, version: str | None = None) -> FaultSettings | None:
+        raw = self._get(faults_key(service, version))
         if not raw:
             return None
         return FaultSettings.model_validate_json(raw)
 
-    def set_faults(self, service: str, faults: FaultSettings | None) -> None:
+    def set_faults(
+        self, service: str, faults: FaultSettings | None, version: str | None = None
+    ) -> None:
+        """Faults of the whole service, or of one version's instances (``version``)."""
+        key = faults_key(service, version)
         if faults is None or not faults.active:
-            self._delete(faults_key(service))
+            self._delete(key)
             return
-        self._put(faults_key(service), faults.model_dump())
+        self._put(key, faults.model_dump())
 
     def passing(self, service: str) -> list[dict[str, Any]]:
         """Passing instances of ``service`` as Consul's health endpoint returns them."""

@@ -72,11 +72,17 @@ class GatewayInfo(_Model):
     name: str = "gateway"  # its service name in Consul
 
 
+class ConsoleInfo(_Model):
+    url: str
+
+
 class PlatformStatus(_Model):
     runtime: str
     gateway: GatewayInfo | None
     services: list[ServiceStatus]
     infra: dict[str, dict[str, Any]]
+    # The live page (``meshctl console``), while it runs.
+    console: ConsoleInfo | None = None
 
     def service(self, name: str) -> ServiceStatus | None:
         return next((s for s in self.services if s.name == name), None)
@@ -154,6 +160,8 @@ class RolloutStatus(_Model):
     started_at: float = 0.0
     finished_at: float | None = None
     interval: float = 0.0
+    # What each analysis is judged against (canary): max_error_rate, max_p99 (s), min_requests.
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -188,7 +196,34 @@ class ScaleDecision(_Model):
     reason: str
 
 
+class AutoscalerTarget(_Model):
+    """How one service autoscales, and where its stabilization stands right now."""
+
+    min_replicas: int
+    max_replicas: int
+    sync_period: float
+    targets: dict[str, float]  # metric name -> per-replica target
+    scale_down_window: float  # seconds a lower recommendation must hold before it applies
+    # Seconds until the scale-down window stops holding replicas up; None when it holds none.
+    window_left: float | None = None
+    next_decision_in: float | None = None
+
+
 class AutoscaleStatus(_Model):
     enabled: bool
     services: dict[str, list[ScaleDecision]] = Field(default_factory=dict)
     log: str | None = None
+    targets: dict[str, AutoscalerTarget] = Field(default_factory=dict)
+
+
+class Overview(_Model):
+    """Everything the console reads from a runtime once a second, in one call: the services
+    and replicas, each service's current or last rollout, and the autoscaler. Unlike
+    :class:`PlatformStatus` it carries no infra probes (the console probes those itself)."""
+
+    runtime: str
+    gateway: GatewayInfo | None
+    services: list[ServiceStatus]
+    replicas: list[ReplicaInfo]
+    rollouts: dict[str, RolloutStatus] = Field(default_factory=dict)
+    autoscale: AutoscaleStatus | None = None

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -200,8 +201,27 @@ def run_drill(drill: Drill, runtime: Runtime, folder: Path, say: Say = say_stder
     from loadtests.drills.report import write_report  # matplotlib: only when reporting
 
     files = write_report(report, folder)
+    attach_console(folder, say)
     _print_summary(report, files.html, say)
     return DrillResult(report, folder, report["passed"])
+
+
+def attach_console(folder: Path, say: Say) -> None:
+    """When the console runs, keep its recorded window beside the report (console.html): the
+    live picture of the drill, frozen, that opens offline."""
+    from infra.console.files import console_url
+    from infra.embedded import mesh_home
+
+    url = console_url(mesh_home())
+    if url is None:
+        return
+    try:
+        with urllib.request.urlopen(f"{url}/api/export", timeout=20) as answer:
+            (folder / "console.html").write_bytes(answer.read())
+    except OSError as exc:  # the report stands without it
+        say(f"  console export not attached: {exc}")
+        return
+    say(f"  console window attached: {folder / 'console.html'}")
 
 
 class _Operation:

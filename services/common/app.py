@@ -315,7 +315,9 @@ def create_app(
     )
     injector = None
     if faults and (with_consul or baseline.active):
-        injector = FaultInjector(settings.SERVICE_NAME, metrics, baseline)
+        injector = FaultInjector(
+            settings.SERVICE_NAME, metrics, baseline, version=settings.SERVICE_VERSION
+        )
 
     chain: list[Middleware] = [
         request_id_middleware,

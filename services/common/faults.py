@@ -3,11 +3,12 @@
 An instance may also start with baseline faults of its own (``FAULT_LATENCY_MS``,
 ``FAULT_ERROR_RATE``: how a deliberately bad version is rolled out); the stronger of baseline
 and KV applies. The key holds ``{"latency_ms": 200, "error_rate": 0.2}``; it is followed
-with a blocking query, so a change applies within milliseconds. Deleting the key (or
-writing ``{}``) turns KV faults off. Business routes get the latency and 500s through
-:func:`fault_middleware`; probes, metrics and the OpenAPI document never do. Kafka
-handlers get them from the consumer runner (an injected error there is retried, never
-dead-lettered).
+with a blocking query, so a change applies within milliseconds.
+``mesh/faults/<service>/<version>`` does the same for the instances of one version only (the
+stronger of the two keys applies). Deleting a key (or writing ``{}``) turns its faults off.
+Business routes get the latency and 500s through :func:`fault_middleware`; probes, metrics
+and the OpenAPI document never do. Kafka handlers get them from the consumer runner (an
+injected error there is retried, never dead-lettered).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 FAULT_EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
-def faults_key(service: str) -> str:
-    return f"mesh/faults/{service}"
+def faults_key(service: str, version: str | None = None) -> str:
+    """The service's key, or the key of one of its versions."""
+    return f"mesh/faults/{service}" + (f"/{version}" if version else "")
 
 
 class FaultSettings(BaseModel):
@@ -63,43 +65,60 @@ def combine(baseline: FaultSettings, live: FaultSettings) -> FaultSettings:
 
 
 class FaultInjector:
-    def __init__(self, service: str, metrics: Metrics, baseline: FaultSettings = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        service: str,
+        metrics: Metrics,
+        baseline: FaultSettings = NO_FAULTS,
+        version: str | None = None,
+    ) -> None:
         self.key = faults_key(service)
+        self.version_key = faults_key(service, version) if version else None
         self._metrics = metrics
         self.baseline = baseline
         self.current = baseline
-        self._watch: BlockingWatch[bytes | None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._live: dict[str, FaultSettings] = {}
+        self._watches: list[BlockingWatch[bytes | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
-    def apply_raw(self, raw: bytes | None) -> None:
-        """Take a new KV value; a malformed one turns faults off (and says so)."""
+    def apply_raw(self, raw: bytes | None, key: str | None = None) -> None:
+        """Take a new value of ``key`` (the service's by default); a malformed one turns that
+        key's faults off (and says so)."""
+        key = key or self.key
         if not raw:
             settings = NO_FAULTS
         else:
             try:
                 settings = FaultSettings.model_validate_json(raw)
             except ValidationError as exc:
-                log.warning("ignoring malformed %s: %s", self.key, exc.errors()[0]["msg"])
+                log.warning("ignoring malformed %s: %s", key, exc.errors()[0]["msg"])
                 settings = NO_FAULTS
-        settings = combine(self.baseline, settings)
-        if settings != self.current:
-            log.info("fault settings changed", extra={"faults": settings.model_dump()})
-        self.current = settings
+        self._live[key] = settings
+        combined = self.baseline
+        for live in self._live.values():
+            combined = combine(combined, live)
+        if combined != self.current:
+            log.info("fault settings changed", extra={"faults": combined.model_dump()})
+        self.current = combined
 
     def start(self, client: consul.aio.Consul) -> None:
-        self._watch = watch_kv(client, self.key)
-        self._task = asyncio.create_task(self._follow(self._watch), name="faults-watch")
+        for key in filter(None, (self.key, self.version_key)):
+            watch = watch_kv(client, key)
+            self._watches.append(watch)
+            self._tasks.append(
+                asyncio.create_task(self._follow(watch, key), name=f"faults-watch {key}")
+            )
 
-    async def _follow(self, watch: BlockingWatch[bytes | None]) -> None:
+    async def _follow(self, watch: BlockingWatch[bytes | None], key: str) -> None:
         async for raw in watch:
-            self.apply_raw(raw)
+            self.apply_raw(raw, key)
 
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for watch in self._watches:
+            watch.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
 
     async def inject(self) -> None:
         """Sleep the configured latency, then raise :class:`InjectedFault` at the error rate."""

@@ -48,7 +48,7 @@ def call(method: str, url: str, key: str, body: Any = None) -> tuple[int, dict[s
 
 def all_pids(home: Path) -> list[int]:
     pids = []
-    for name in ("infra.json", "runtime.json", "supervisor.json"):
+    for name in ("infra.json", "runtime.json", "supervisor.json", "console.json"):
         path = home / name
         if path.exists():
             text = path.read_text()
@@ -143,6 +143,7 @@ def test_an_order_through_the_whole_platform(platform: tuple[dict[str, str], Pat
 
     pids = all_pids(home)
     assert len(pids) >= 3 + len(SERVICES)
+    assert (home / "console.json").exists(), "make up starts the console too"
     down = meshctl(env, "down")
     assert down.returncode == 0, down.stderr
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=20, what="nothing left")

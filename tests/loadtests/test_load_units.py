@@ -33,6 +33,14 @@ finally:
         os.environ["LOCUST_SKIP_MONKEY_PATCH"] = _before
 
 
+def test_the_launch_recipe_knows_every_shape() -> None:
+    """``loadtests.launch`` (imported by meshctl and the console, where Locust never is) keeps
+    its own list of the shape names: it must be this module's."""
+    from loadtests.launch import SHAPES
+
+    assert tuple(shapes.SHAPES) == SHAPES
+
+
 class FakeClock:
     def __init__(self, now: float = 0.0) -> None:
         self.now = now

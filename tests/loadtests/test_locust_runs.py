@@ -243,4 +243,4 @@ def test_make_load_says_when_the_platform_is_not_running(tmp_path: Path) -> None
         check=False,
     )
     assert run.returncode != 0
-    assert "load: the platform is not running (make up first)" in run.stderr.splitlines()
+    assert "meshctl: the platform is not running (make up first)" in run.stderr.splitlines()

@@ -147,6 +147,8 @@ def make_platform(
         MESH_PLATFORM_FILE=str(home / "platform.toml"),
         GATEWAY_PORT=str(platform.gateway_port),
         RUNTIME="local",
+        # These tests are about the supervisor: no console beside it (tests/console has one).
+        MESH_CONSOLE="off",
     )
     platform.env = env
     return platform

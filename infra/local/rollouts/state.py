@@ -29,6 +29,15 @@ class Rollout:
             steps=list(spec.steps) if spec.strategy == "canary" else [],
             started_at=time.time(),
             interval=spec.interval,
+            thresholds=(
+                {
+                    "max_error_rate": spec.max_error_rate,
+                    "max_p99": spec.max_p99,
+                    "min_requests": spec.min_requests,
+                }
+                if spec.strategy == "canary"
+                else {}
+            ),
         )
 
     @property
