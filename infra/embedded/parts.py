@@ -149,7 +149,8 @@ def redis_binary(environ: Mapping[str, str]) -> tuple[str, str]:
 def part_env(spec: PartSpec, environ: Mapping[str, str]) -> dict[str, str]:
     """What a part reads from its environment (validated here, before anything starts)."""
     if spec is KAFKA:
-        return {persistence.TANSU_STORAGE_ENV: persistence.kafka_storage(environ)}
+        _, source = tansu_binary(environ)
+        return persistence.kafka_env(environ, bundled=source == BUNDLED)
     if spec is REDIS:
         persistence.redis_mode(environ)
     return {}

