@@ -32,6 +32,9 @@ TOPICS: tuple[Topic, ...] = (
     Topic("payment.failed", 3, ("orders", "inventory"), "the charge failed; release stock"),
     Topic("order.confirmed", 3, ("notifications",), "terminal: the order is CONFIRMED"),
     Topic("order.cancelled", 3, ("notifications",), "terminal: the order is CANCELLED"),
+    # Beside the saga: stock that came back (INVENTORY_RESTOCK). No consumer in the platform
+    # (so no DLQ); it is there for anyone following the stock's history.
+    Topic("inventory.restocked", 3, (), "a SKU was brought back up to the restock level"),
 )
 
 DLQ_PARTITIONS = 1

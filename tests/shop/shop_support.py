@@ -195,10 +195,10 @@ class Shop:
 
 
 @contextmanager
-def running_shop(infra: Endpoints, home: Path) -> Iterator[Shop]:
-    """The four services on ``infra``, serving, with their logs and traces under ``home``;
-    stopped when the block ends."""
-    env = shop_env(infra.env(), home / "traces")
+def running_shop(infra: Endpoints, home: Path, **settings: str) -> Iterator[Shop]:
+    """The four services on ``infra`` (with ``settings`` on top of :func:`shop_env`), serving,
+    with their logs and traces under ``home``; stopped when the block ends."""
+    env = {**shop_env(infra.env(), home / "traces"), **settings}
     services = {name: ServiceProcess(name, env, home / "logs") for name in SERVICES}
     try:
         for service in services.values():
