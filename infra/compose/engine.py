@@ -206,8 +206,9 @@ class ComposeCli:
         return f"{' '.join(Path(a).name for a in self.argv)} {self.version}"
 
 
-def _compose_version(argv: list[str]) -> str:
-    return capture([*argv, "version", "--short"]).lstrip("v")
+def _compose_version(argv: list[str], environ: Mapping[str, str]) -> str:
+    # The environment matters: DOCKER_CONFIG says where the CLI plugins are.
+    return capture([*argv, "version", "--short"], env=environ).lstrip("v")
 
 
 def compose_cli(
@@ -234,7 +235,7 @@ def compose_cli(
         standalone = shutil.which("docker-compose")
         if standalone:
             candidates.append([standalone])
-    found = [(argv, _compose_version(argv)) for argv in candidates]
+    found = [(argv, _compose_version(argv, {**os.environ, **env})) for argv in candidates]
     found = [(argv, version) for argv, version in found if version]
     for argv, version in found:
         if major(version) >= 2:

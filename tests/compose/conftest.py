@@ -121,7 +121,9 @@ def stack_env(home: Path, bin_dir: Path) -> dict[str, str]:
         PATH=only_docker_path(bin_dir),
         MESH_HOME=str(home),
         RUNTIME="compose",
-        MESH_COMPOSE_INFRA="local",
+        # The v1 run asks for the full stack (auto): with no registry it must say it did not
+        # deliver it; everywhere else the stand-ins are asked for.
+        MESH_COMPOSE_INFRA=os.environ.get("MESH_TEST_INFRA", "local"),
         MESH_COMPOSE_PROJECT=os.environ.get("MESH_COMPOSE_PROJECT", "meshtest"),
         LOG_LEVEL="INFO",
     )
@@ -140,7 +142,12 @@ def meshctl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshctlS
     started = time.monotonic()
     up = meshctl(env, "up", timeout=900)
     up_seconds = time.monotonic() - started
-    assert up.returncode == 0, f"meshctl up failed:\n{up.stdout[-2000:]}\n{up.stderr[-4000:]}"
+    shortfall = "the full stack was asked for (MESH_COMPOSE_INFRA=auto) but no registry answers"
+    partial = env["MESH_COMPOSE_INFRA"] == "auto" and shortfall in up.stderr
+    # Running on the stand-ins when the full stack was asked for: up says so, and fails.
+    assert up.returncode == (1 if partial else 0), (
+        f"meshctl up failed:\n{up.stdout[-2000:]}\n{up.stderr[-4000:]}"
+    )
     print(f"\nmeshctl up (compose, short PATH): {up_seconds:.1f}s")
     secrets = parse_env_file(home / "compose" / "gateway.env")
     compose_env = {
@@ -175,7 +182,10 @@ def meshctl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshctlS
 
 def save_logs(stack: MeshctlStack) -> Path:
     logs_file = Path(os.environ.get("MESH_COMPOSE_LOGS") or stack.home.parent / "compose-logs.txt")
-    done = stack.project.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
+    # Every version's containers: the overrides of the versions rollouts started too.
+    files = stack.runtime.project.files()
+    project = ComposeProject(stack.project.name, files, stack.project.env, stack.project.cli)
+    done = project.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
     logs_file.parent.mkdir(parents=True, exist_ok=True)
     logs_file.write_text(done.stdout + done.stderr)
     print(f"\ncompose logs: {logs_file}")
