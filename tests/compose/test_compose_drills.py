@@ -38,19 +38,19 @@ def drill(stack: MeshctlStack, tmp_path: Path, name: str, duration: str) -> dict
 
 
 def test_rolling(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
-    report = drill(meshctl_stack, tmp_path, "rolling", "35s")
+    report = drill(meshctl_stack, tmp_path, "rolling", "30s")
     assert slo(report, "no failed requests")["measured"].startswith("0 of ")
     assert report["summary"]["requests"] > 300
 
 
 def test_bluegreen(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
-    report = drill(meshctl_stack, tmp_path, "bluegreen", "35s")
+    report = drill(meshctl_stack, tmp_path, "bluegreen", "30s")
     weights = [row["weights"].get("orders") for row in report["timeline"]]
     assert any(w and 0 in w.values() for w in weights), "the switch is visible in the weights"
 
 
 def test_canary_bad(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
-    report = drill(meshctl_stack, tmp_path, "canary-bad", "35s")
+    report = drill(meshctl_stack, tmp_path, "canary-bad", "30s")
     assert slo(report, "rolled back automatically")["measured"] == "aborted"
     # The bad version's containers are gone with the rollback.
     assert meshctl_stack.project.container_ids("orders-v3") == []
@@ -63,7 +63,7 @@ def test_kill_replica(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
 
 
 def test_broker_restart(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
-    report = drill(meshctl_stack, tmp_path, "broker-restart", "35s")
+    report = drill(meshctl_stack, tmp_path, "broker-restart", "30s")
     assert report["summary"]["orders_lost"] == 0
     messages = [e["message"] for e in report["operation"]["events"]]
     assert "kafka stopped" in messages and "kafka answering again" in messages
