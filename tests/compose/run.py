@@ -96,6 +96,7 @@ def leftovers(projects: list[str]) -> list[str]:
 
 def pytest(env: dict[str, str], args: list[str]) -> int:
     argv = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-ra"]
+    argv.append("--durations=12")
     argv += shlex.split(env.get("PYTEST_ARGS", ""))
     say("    " + " ".join(argv[2:]))
     return subprocess.call(argv, cwd=ROOT, env=env)
