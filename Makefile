@@ -28,21 +28,17 @@ browser: ## Install Debian chromium when missing (the web page tests drive /usr/
 	  { echo "browser: install Debian chromium (apt-get install chromium)"; exit 1; }
 
 up: install ## Start the platform (RUNTIME=local|compose|k8s; default local), the console on local, and print where they run
-ifeq ($(RUNTIME),compose)
-	bash infra/docker/compose-up.sh
-else ifeq ($(RUNTIME),k8s)
+ifeq ($(RUNTIME),k8s)
 	$(MAKE) k8s-up
 else
-	$(MESHCTL) up
+	RUNTIME=$(RUNTIME) $(MESHCTL) up
 endif
 
 down: install ## Stop the platform; leaves no process behind
-ifeq ($(RUNTIME),compose)
-	bash infra/docker/compose-down.sh
-else ifeq ($(RUNTIME),k8s)
+ifeq ($(RUNTIME),k8s)
 	$(MAKE) k8s-down
 else
-	$(MESHCTL) down
+	RUNTIME=$(RUNTIME) $(MESHCTL) down
 endif
 
 status: install ## Show every part of the platform, where it came from and its health
@@ -73,7 +69,7 @@ lint: install ## ruff on everything, mypy on the package code
 
 clean: ## Stop everything and remove .venv, .mesh (compose volumes too) and caches
 	-@test -x $(MESHCTL) && $(MESHCTL) down >/dev/null 2>&1 || true
-	-@bash infra/docker/compose-down.sh --volumes >/dev/null 2>&1 || true
+	-@test -x $(MESHCTL) && RUNTIME=compose MESH_COMPOSE_DOWN_VOLUMES=1 $(MESHCTL) down >/dev/null 2>&1 || true
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
@@ -141,17 +137,17 @@ bench-console: install browser ## The console's CPU and memory (idle, a browser 
 # -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
 .PHONY: compose-up compose-down compose-clean compose-images test-compose
 
-compose-up: ## Start the platform on Docker Compose (engine installed/started if root), print URLs
-	bash infra/docker/compose-up.sh
+compose-up: install ## Start the platform on Docker Compose (= make up RUNTIME=compose), print URLs
+	RUNTIME=compose $(MESHCTL) up
 
-compose-down: ## Stop the compose stack; volumes stay
-	bash infra/docker/compose-down.sh
+compose-down: install ## Stop the compose stack; volumes stay
+	RUNTIME=compose $(MESHCTL) down
 
-compose-clean: ## Stop the compose stack and remove its volumes
-	bash infra/docker/compose-down.sh --volumes
+compose-clean: install ## Stop the compose stack and remove its volumes
+	RUNTIME=compose MESH_COMPOSE_DOWN_VOLUMES=1 $(MESHCTL) down
 
-compose-images: ## Build every project image (BASE_IMAGE=python:3.12-slim by default, or local)
+compose-images: install ## Build every project image (BASE_IMAGE=python:3.12-slim by default, or local)
 	bash infra/docker/build-images.sh --base $(or $(BASE_IMAGE),python:3.12-slim)
 
-test-compose: install ## Compose runtime end to end on a real engine (skips loudly without one)
-	bash infra/docker/test-compose.sh
+test-compose: install ## Compose runtime end to end on a real engine, Compose v2, drills included (skips loudly without one)
+	$(BIN)/python tests/compose/run.py

@@ -52,6 +52,15 @@ TOPICS: tuple[Topic, ...] = (
     Topic(
         "order.cancelled", 3, ("notifications",), "terminal: the order is CANCELLED", ("orders",)
     ),
+    # Beside the saga: stock that came back (INVENTORY_RESTOCK). No consumer in the platform
+    # (so no DLQ); it is there for anyone following the stock's history.
+    Topic(
+        "inventory.restocked",
+        3,
+        (),
+        "a SKU was brought back up to the restock level",
+        ("inventory",),
+    ),
 )
 
 DLQ_PARTITIONS = 1

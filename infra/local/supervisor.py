@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from infra.embedded import Infra, StartError, mesh_home
-from infra.local.autoscaler import Autoscaler
+from infra.local.autoscaler import Autoscaler, FleetWorkloads
 from infra.local.catalog import DEFAULT_GATEWAY_PORT, CatalogError, Platform, load_platform
 from infra.local.control import build_control_app
 from infra.local.environment import ReplicaEnvironment
@@ -61,7 +61,7 @@ class Supervisor:
         self.rollouts = Rollouts(FleetTarget(platform, self.fleet, self.mesh), self._check_rollout)
         self.autoscaler = Autoscaler(
             platform,
-            self.fleet,
+            FleetWorkloads(self.fleet),
             busy=self.rollouts.active,
             scrape=self.mesh.scrape,
             log_path=self.files.autoscaler_log,

@@ -13,8 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from infra.embedded import Infra, StartError, mesh_home
+from infra.kafka import clients as kafka_clients
 from infra.kafka.admin import ensure_topics
 from infra.local.catalog import CatalogError
 from infra.local.files import HomeFiles
@@ -80,10 +82,18 @@ def infra_down() -> int:
 
 def infra_status(as_json: bool) -> int:
     rows = _infra().status()
+    # The address and settings a Kafka client of the user's own needs (infra/kafka/clients.py).
+    kafka = next((r for r in rows if r["name"] == "kafka" and r.get("address")), None)
+    embedded = kafka is not None and kafka["source"] != "external"
     if as_json:
-        print(json.dumps({"infra": rows}, indent=2))
+        state: dict[str, Any] = {"infra": rows}
+        if kafka is not None:
+            state["kafka_client"] = kafka_clients.client_settings(kafka["address"], embedded)
+        print(json.dumps(state, indent=2))
     else:
         platform.print_infra(rows)
+        if kafka is not None:
+            print("\n".join(kafka_clients.describe(kafka["address"], embedded)))
     return 0 if all(r["healthy"] for r in rows) else 1
 
 

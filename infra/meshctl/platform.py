@@ -15,6 +15,7 @@ from infra.embedded import Infra, StartError, mesh_home
 from infra.embedded.persistence import FSYNC_WINDOW
 from infra.meshctl.output import CommandError, print_table, progress
 from infra.runtime import Runtime
+from infra.runtime.base import PartialStart
 from infra.runtime.models import ConsoleInfo, GatewayInfo, PlatformStatus, ReplicaInfo
 
 SAMPLE_ORDER = '{"customer_id": "c-1", "items": [{"sku": "SKU-001", "quantity": 1}]}'
@@ -75,16 +76,23 @@ def up(runtime: Runtime) -> int:
         start_console_with_platform(runtime)
         return status(runtime, as_json=False)
     started = time.monotonic()
+    shortfall = None
     try:
         state = runtime.up(progress)
     except KeyboardInterrupt:
         print("interrupted: stopped everything this command had started", file=sys.stderr)
         return 130
+    except PartialStart as partial:
+        state, shortfall = partial.status, str(partial)
     print(f"platform healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
     console = start_console_with_platform(runtime)
     print_services(state, runtime.replicas())
     if state.gateway is not None:
         print_next_steps(state.gateway, console)
+    if shortfall:
+        # Running, but not what was asked for: say so where scripts look, the exit code.
+        print(f"meshctl: {shortfall}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -38,6 +38,16 @@ class RuntimeFailure(RuntimeError):
     """A runtime refused or failed an operation; the message is one line for the user."""
 
 
+class PartialStart(RuntimeFailure):
+    """``up`` started the platform, but not all that was asked for (the compose stack on its
+    local stand-ins when no registry answered): the message says what is missing, ``status``
+    is what runs. The command shows the platform and still fails."""
+
+    def __init__(self, message: str, status: PlatformStatus) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Runtime(ABC):
     name: ClassVar[str]
 

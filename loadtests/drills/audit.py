@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ GONE_AFTER = 5.0
 class OrderAudit:
     accepted: int = 0
     terminal: dict[str, str] = field(default_factory=dict)  # id -> status
+    reasons: dict[str, str] = field(default_factory=dict)  # id -> reason, of CANCELLED ones
     finished_at: dict[str, float] = field(default_factory=dict)  # id -> unix time
     pending: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)  # id -> last problem
@@ -48,10 +49,19 @@ class OrderAudit:
         return "still PENDING at the audit's deadline"
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for status in self.terminal.values():
-            out[status] = out.get(status, 0) + 1
-        return out
+        return _tally(self.terminal.values())
+
+    def cancelled_by_reason(self) -> dict[str, int]:
+        """CANCELLED orders per reason (``out_of_stock``, ``payment_failed``, ...), most first."""
+        counted = _tally(self.reasons.values())
+        return dict(sorted(counted.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _tally(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out
 
 
 def accepted_orders(path: Path) -> list[str]:
@@ -119,6 +129,8 @@ async def audit_orders_async(
             status = order.get("status")
             if status in TERMINAL:
                 result.terminal[order_id] = status
+                if status == "CANCELLED":
+                    result.reasons[order_id] = str(order.get("reason") or "no reason given")
                 result.finished_at[order_id] = _terminal_time(order) or time.time()
 
         rounds = 0

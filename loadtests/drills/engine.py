@@ -333,6 +333,7 @@ def _report(
         "orders_terminal": len(audit.terminal),
         "orders_lost": len(audit.lost),
         **{f"orders_{k.lower()}": v for k, v in sorted(audit.counts().items())},
+        "cancelled_by_reason": audit.cancelled_by_reason(),
         "platform_samples": len(sampler.samples),
         **{k: v for k, v in ctx.facts.items() if isinstance(v, (int, float, str))},
     }
@@ -383,12 +384,21 @@ def lost_detail(audit: OrderAudit, ctx: DrillContext) -> list[dict[str, Any]]:
     ]
 
 
+def _cancellations(summary: dict[str, Any]) -> str:
+    """ ", cancelled 14 (payment_failed 12, out_of_stock 2)"; nothing when none was."""
+    reasons = summary.get("cancelled_by_reason") or {}
+    if not reasons:
+        return ""
+    listed = ", ".join(f"{reason} {count}" for reason, count in reasons.items())
+    return f", cancelled {sum(reasons.values())} ({listed})"
+
+
 def _print_summary(report: dict[str, Any], html: Path, say: Say) -> None:
     summary = report["summary"]
     say(
         f"  {summary['requests']} requests, {summary['failures']} failed, "
         f"p99 {summary['p99_ms']}ms; orders accepted {summary['orders_accepted']}, "
-        f"lost {summary['orders_lost']}"
+        f"lost {summary['orders_lost']}{_cancellations(summary)}"
     )
     for slo in report["slos"]:
         mark = "PASS" if slo["passed"] else "FAIL"

@@ -883,6 +883,30 @@ def _timeline_table(ctx: _Context) -> str:
     )
 
 
+def _cancellations_section(summary: Mapping[str, Any]) -> str:
+    """The accepted orders that ended CANCELLED, per reason, with their share of all accepted
+    ones: a wall of ``out_of_stock`` reads differently from a few declined payments."""
+    parts = ['<section id="cancellations">', "<h2>Cancelled orders by reason</h2>"]
+    reasons = _mapping(summary.get("cancelled_by_reason"))
+    accepted = _opt_num(summary.get("orders_accepted"))
+    if not reasons:
+        parts.append('<p class="none">No accepted order was cancelled.</p>')
+    else:
+        rows = []
+        for reason, count in reasons.items():
+            number = _opt_num(count)
+            share = f"{100 * number / accepted:.1f}%" if number is not None and accepted else None
+            rows.append(f"<tr><td>{_e(reason)}</td><td>{_e(count)}</td><td>{_e(share)}</td></tr>")
+        head = "<tr><th>reason</th><th>orders</th><th>share of accepted orders</th></tr>"
+        body = "\n".join(rows)
+        parts.append(
+            f'<table class="cancellations">\n<thead>{head}</thead>\n<tbody>\n{body}\n'
+            "</tbody>\n</table>"
+        )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def _events_section(ctx: _Context) -> str:
     parts = ['<section id="events">', "<h2>Operation events</h2>"]
     if ctx.op_start is None and not ctx.events:
@@ -1005,6 +1029,7 @@ def _html_page(report: Mapping[str, Any], ctx: _Context, svgs: Mapping[str, str]
         _kv_table(_mapping(report.get("summary")), "summary"),
         "</section>",
         _lost_section(report),
+        _cancellations_section(_mapping(report.get("summary"))),
         *charts,
         _events_section(ctx),
         '<section id="timeline">\n<h2>Raw timeline</h2>',

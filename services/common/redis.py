@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisError, ResponseError
+from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
 
 # Errors that mean "Redis is not reachable right now", as opposed to a bad command.
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -113,6 +118,82 @@ class _TurnBatcher:
             self._flusher = None
 
 
+class _ScriptCache:
+    """The Lua scripts registered on one connection pool, kept in the server's script cache
+    so that ``EVALSHA`` finds them: a miss (``NOSCRIPT``) is recorded as an error span by the
+    redis instrumentation, in the trace of a request that was perfectly healthy.
+
+    Every new connection loads them all in its handshake: a server that restarted (or was
+    replaced) starts with an empty cache and is only reached through new connections. A
+    script registered while connections are already open is loaded by
+    :meth:`Redis.load_scripts` (the kit's readiness probe calls it) or, at the latest, just
+    before its first call.
+    """
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Any] = {}  # sha1 -> source, in registration order
+        self.unloaded: set[str] = set()  # registered since the last load
+        self._lock: asyncio.Lock | None = None
+
+    def add(self, sha: str, source: Any) -> None:
+        if sha not in self.sources:
+            self.sources[sha] = source
+            self.unloaded.add(sha)
+
+    async def on_connect(self, connection: AbstractConnection) -> None:
+        """The handshake of a new connection (redis-py's ``redis_connect_func``): the usual
+        one, then ``SCRIPT LOAD`` of every script, pipelined in one round trip."""
+        await connection.on_connect()
+        sources = list(self.sources.values())
+        if not sources:
+            return
+        commands = [("SCRIPT", "LOAD", source) for source in sources]
+        await connection.send_packed_command(connection.pack_commands(commands), False)
+        for _ in sources:
+            try:
+                await connection.read_response()
+            except ResponseError as exc:  # e.g. an ACL without SCRIPT: the call loads it then
+                log.warning("cannot load a Lua script on a new Redis connection: %s", exc)
+
+    async def load(self, client: aioredis.Redis, shas: Iterable[str] | None = None) -> None:
+        """``SCRIPT LOAD`` the scripts not loaded yet (or ``shas``), in one pipeline."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # concurrent first calls wait for one load
+            wanted = list(self.unloaded if shas is None else shas)
+            if not wanted:
+                return
+            async with client.pipeline(transaction=False) as pipe:
+                for sha in wanted:
+                    pipe.script_load(self.sources[sha])
+                await pipe.execute()
+            self.unloaded.difference_update(wanted)
+
+
+class _CachedScript(AsyncScript):
+    """A script of the kit's client: loaded before its first ``EVALSHA``. If the server lost
+    its cache anyway (``SCRIPT FLUSH`` by hand), every script is loaded again and the call
+    retried, as redis-py does for one."""
+
+    async def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        target = self.registered_client if client is None else client
+        if not isinstance(target, Redis):  # a pipeline: it loads its scripts itself
+            return await super().__call__(keys, args, client)
+        keys, args = list(keys or []), list(args or [])
+        await target.load_scripts()
+        try:
+            return await target.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            log.warning("Redis lost its Lua scripts (SCRIPT FLUSH?): loading them again")
+            await target.load_scripts(everything=True)
+            return await target.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class Redis(aioredis.Redis):
     """``redis.asyncio.Redis`` with two savings, both invisible to callers:
 
@@ -126,6 +207,9 @@ class Redis(aioredis.Redis):
       before asking the sampler; under a trace that is not sampled (or no trace: parentless
       client spans are dropped) that is pure cost. Commands of a sampled trace are sent on
       their own, with their spans, as before.
+
+    And Lua scripts from :meth:`register_script` that are in Redis before they are called,
+    also after Redis restarted (:class:`_ScriptCache`), so ``EVALSHA`` never misses.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -133,6 +217,29 @@ class Redis(aioredis.Redis):
         self._batcher = _TurnBatcher(self._send, "redis-auto-pipeline", quiet=True)
         self.pipelined = 0  # commands sent in an automatic pipeline
         self.pipelines = 0  # automatic pipelines sent
+        # One script cache per pool, whichever client of it registers: the pool's
+        # connections load the scripts when they connect.
+        kwargs_of_pool = self.connection_pool.connection_kwargs
+        hook = kwargs_of_pool.get("redis_connect_func")
+        cache = getattr(hook, "__self__", None)
+        if not isinstance(cache, _ScriptCache):
+            cache = _ScriptCache()
+            if hook is None:
+                kwargs_of_pool["redis_connect_func"] = cache.on_connect
+        self._scripts = cache
+
+    def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]
+        cached = _CachedScript(self, script)
+        self._scripts.add(cached.sha, script)
+        return cached
+
+    async def load_scripts(self, everything: bool = False) -> None:
+        """Load the registered scripts that are not loaded yet (``everything``: all of
+        them, for a server that lost its cache); a no-op when there are none."""
+        if everything:
+            await self._scripts.load(self, list(self._scripts.sources))
+        elif self._scripts.unloaded:
+            await self._scripts.load(self)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         if trace.get_current_span().is_recording():
@@ -195,8 +302,16 @@ class _Pipeline(Pipeline):
 
 
 async def redis_ready(client: aioredis.Redis, timeout: float = 1.0) -> bool:
+    """Redis answers and (for the kit's client) holds every registered script: an instance is
+    not ready before its scripts are loaded."""
+
+    async def ready() -> bool:
+        if isinstance(client, Redis):
+            await client.load_scripts()
+        return bool(await client.ping())
+
     try:
-        return bool(await asyncio.wait_for(client.ping(), timeout))
+        return await asyncio.wait_for(ready(), timeout)
     except (TimeoutError, RedisError, OSError):
         return False
 

@@ -14,11 +14,14 @@ from redis.exceptions import RedisError
 
 from services.common.app import LIFECYCLE, METRICS, OUTBOX, REDIS, ReadinessCheck, create_app
 from services.common.backoff import Backoff, sleep_unless
+from services.common.kafka.redrive import RedriveLoop
 from services.common.redis import REDIS_UNAVAILABLE
+from services.common.turns import TurnLoop
 from services.inventory.api import InventoryApi
 from services.inventory.handlers import Replays, handlers
 from services.inventory.models import Product
 from services.inventory.redrive import redrive_loop
+from services.inventory.restock import restock_loop
 from services.inventory.settings import InventorySettings
 from services.inventory.store import InventoryStore
 
@@ -91,12 +94,27 @@ def build(settings: InventorySettings) -> web.Application:
         app[LIFECYCLE].checks["catalog"] = ReadinessCheck(_is_set(seeded))
         task = asyncio.create_task(_keep_seeded(store, catalog, settings, seeded, stop))
         redriver = redrive_loop(settings, store, app[OUTBOX], app[REDIS], app[METRICS])
-        # Stopped as soon as draining starts: what its last sweep staged is still flushed by
-        # the outbox relay, which stops later.
+        # Stopped as soon as draining starts (the restock too): what their last sweep staged
+        # is still flushed by the outbox relay, which stops later.
         app[LIFECYCLE].drain_hooks.append(redriver.stop)
         redriver.start()
+        loops: list[RedriveLoop | TurnLoop] = [redriver]
+        if settings.INVENTORY_RESTOCK is not None:
+            skus = [product.sku for product in catalog]
+            restocker = restock_loop(
+                app[REDIS],
+                app[OUTBOX],
+                app[METRICS],
+                settings.INVENTORY_RESTOCK,
+                skus,
+                settings.instance_id,
+            )
+            app[LIFECYCLE].drain_hooks.append(restocker.stop)
+            restocker.start()
+            loops.append(restocker)
         yield
-        await redriver.stop()
+        for loop in loops:
+            await loop.stop()
         stop.set()
         await task
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.exceptions import DataError, ResponseError
 
-from services.common.redis import REDIS_UNAVAILABLE, GroupCommit, Redis, create_redis
+from services.common.redis import REDIS_UNAVAILABLE, GroupCommit, Redis, create_redis, redis_ready
 
 
 @pytest.fixture
@@ -67,6 +67,34 @@ async def test_scripts_reload_after_a_flushed_cache_in_a_pipeline(kit_redis: Red
     await kit_redis.script_flush()
     replies = await asyncio.gather(script(args=["a"]), script(args=["b"]))
     assert replies == ["a", "b"]
+
+
+async def test_readiness_loads_the_scripts_so_no_call_misses_its_script(redis_server: Any) -> None:
+    # A server of this test alone: its script cache starts empty, as after any start.
+    client = create_redis(redis_server.url)
+    try:
+        script = client.register_script("return 'first'")
+        assert await redis_ready(client)
+        assert await client.script_exists(script.sha) == [True]
+        assert await script() == "first"
+        # Registered after readiness: its first call loads it before running it.
+        later = client.register_script("return 'later'")
+        assert await later() == "later"
+    finally:
+        await client.aclose()
+    assert redis_server.errors("NOSCRIPT") == 0
+
+
+async def test_scripts_are_loaded_again_when_redis_restarts(redis_server: Any) -> None:
+    client = create_redis(redis_server.url)
+    try:
+        script = client.register_script("return ARGV[1]")
+        assert await script(args=["before"]) == "before"
+        redis_server.restart()  # a real restart: connections and script cache are gone
+        assert await script(args=["after"]) == "after"
+    finally:
+        await client.aclose()
+    assert redis_server.errors("NOSCRIPT") == 0  # counted since the restart
 
 
 async def test_a_blocking_read_never_holds_up_other_commands(kit_redis: Redis, ns: str) -> None:

@@ -140,6 +140,7 @@ def start_schemathesis(
     bindings: dict[str, str] | None = None,
     auth: dict[str, dict[str, str]] | None = None,
     overrides: str = "",
+    exclude_checks: tuple[str, ...] = (),
     timeout: float = 240,
 ) -> Pending:
     """Start a run in its own process; ``overrides``: more TOML for this document."""
@@ -165,6 +166,7 @@ def start_schemathesis(
         "all",
         "--max-examples",
         str(max_examples),
+        *(["--exclude-checks", ",".join(exclude_checks)] if exclude_checks else []),
         "--workers",
         "1",
         "--no-color",

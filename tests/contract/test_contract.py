@@ -296,11 +296,10 @@ def test_schemathesis_on_the_admin_api(platform: Platform, tmp_path: Path) -> No
             bindings={"path.service": "services"},
             auth={"adminBearer": {"bearer": platform.admin_token}},
             # DELETE /admin/traffic/{service} removes the weights, not the service: a GET
-            # still describes the service (weights null), as it should.
-            overrides=(
-                '\n[[operations]]\ninclude-path = "/admin/traffic/{service}"\n'
-                "checks.use_after_free.enabled = false\n"
-            ),
+            # still describes the service (weights null), as it should. It is the admin API's
+            # only DELETE; a per-operation switch does not reach the stateful phase's check
+            # (it failed a run once), so the check is off for this document.
+            exclude_checks=("use_after_free",),
         )
     finally:
         for name in ("orders", "inventory", "payments", "notifications"):

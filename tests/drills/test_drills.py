@@ -13,28 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
+from drill_support import meshctl, run_drill, slo
 
 from infra.process import free_port
 
-MESHCTL = [sys.executable, "-m", "infra.meshctl"]
-CHARTS = ("throughput", "latency", "errors", "replicas", "weights", "lag")
 pytestmark = pytest.mark.timeout(180)
-
-
-def meshctl(
-    env: dict[str, str], *args: str, timeout: float = 150
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MESHCTL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -50,53 +37,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     assert up.returncode == 0, up.stderr[-2000:]
     yield env
     meshctl(env, "down")
-
-
-class ChartSections(HTMLParser):
-    """Which chart sections hold an inline SVG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current: str | None = None
-        self.with_svg: set[str] = set()
-        self.depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        ident = dict(attrs).get("id") or ""
-        if tag == "section" and ident.startswith("chart-"):
-            self.current = ident.removeprefix("chart-")
-        elif tag == "svg" and self.current:
-            self.with_svg.add(self.current)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "section":
-            self.current = None
-
-
-def run_drill(
-    env: dict[str, str], tmp_path: Path, name: str, duration: str, *extra: str
-) -> dict[str, Any]:
-    out = tmp_path / name
-    done = meshctl(env, "drill", name, "--duration", duration, "--out", str(out), *extra)
-    report_file = out / "report.json"
-    assert report_file.exists(), f"no report: {done.stderr[-3000:]}"
-    report: dict[str, Any] = json.loads(report_file.read_text())
-    failed = [s for s in report["slos"] if not s["passed"]]
-    assert done.returncode == 0 and report["passed"], f"{failed}\n{done.stderr[-3000:]}"
-    # The report: a timeline of the whole load, the operation marked, every chart drawn.
-    assert len(report["timeline"]) >= float(duration.rstrip("s")) - 3
-    assert report["operation"]["start"] is not None and report["operation"]["events"]
-    parser = ChartSections()
-    parser.feed((out / "report.html").read_text())
-    assert parser.with_svg == set(CHARTS)
-    for chart in CHARTS:
-        png = out / "charts" / f"{chart}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return report
-
-
-def slo(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(s for s in report["slos"] if s["name"] == name)
 
 
 def test_rolling(platform: dict[str, str], tmp_path: Path) -> None:
@@ -128,8 +68,17 @@ def test_kill_replica(platform: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_broker_restart(platform: dict[str, str], tmp_path: Path) -> None:
-    report = run_drill(platform, tmp_path, "broker-restart", "35s")
-    assert report["summary"]["orders_lost"] == 0
+    # A tenth of the orders come from customers payments declines: the report counts the
+    # cancelled ones by reason (the audit reads each order's reason from the gateway).
+    declining = {**platform, "LOAD_DECLINE_SHARE": "0.1"}
+    report = run_drill(declining, tmp_path, "broker-restart", "35s")
+    summary = report["summary"]
+    assert summary["orders_lost"] == 0
+    reasons = summary["cancelled_by_reason"]
+    assert reasons.get("payment_failed", 0) > 0, summary
+    assert sum(reasons.values()) == summary["orders_cancelled"], summary
+    page = (tmp_path / "broker-restart" / "report.html").read_text()
+    assert '<section id="cancellations">' in page and "<td>payment_failed</td>" in page
     messages = [e["message"] for e in report["operation"]["events"]]
     assert "kafka stopped" in messages and "kafka answering again" in messages
 

@@ -112,7 +112,15 @@ def rollout_report(*, failing_slo: bool = True) -> dict[str, Any]:
             {"name": "recovery", "start": 30.5, "end": 60.0},
         ],
         "timeline": timeline,
-        "summary": {"requests": 2360, "failures": 36, "error_rate": 0.0153, "p99_ms": 1541.0},
+        "summary": {
+            "requests": 2360,
+            "failures": 36,
+            "error_rate": 0.0153,
+            "p99_ms": 1541.0,
+            "orders_accepted": 400,
+            "orders_cancelled": 16,
+            "cancelled_by_reason": {"payment_failed": 12, "out_of_stock": 4},
+        },
         "slos": slos,
         "passed": not failing_slo,
     }
@@ -388,6 +396,25 @@ def test_slo_and_parameter_tables(rollout: tuple[dict[str, Any], ReportFiles, fl
     assert any(t == "details" for t, _ in page.starttags), "raw timeline is collapsible"
 
 
+def test_cancelled_orders_by_reason(rollout: tuple[dict[str, Any], ReportFiles, float]):
+    _, files, _ = rollout
+    page = parse(files.html)
+    assert "cancellations" in page.sections
+    cells = [t.strip() for t in page.text if t.strip()]
+    start = cells.index("Cancelled orders by reason")
+    assert cells[start + 1 : start + 10] == [
+        "reason",
+        "orders",
+        "share of accepted orders",
+        "payment_failed",
+        "12",
+        "3.0%",
+        "out_of_stock",
+        "4",
+        "1.0%",
+    ]
+
+
 def test_empty_timeline_and_open_operation(tmp_path: Path):
     report: dict[str, Any] = {
         "drill": "kill",
@@ -407,6 +434,7 @@ def test_empty_timeline_and_open_operation(tmp_path: Path):
     assert "no weights set" in "".join(page.svg_text["chart-weights"])
     assert "".join(page.badge).strip() == "NO VERDICT"
     assert "not recorded" in "".join(page.text)
+    assert "No accepted order was cancelled." in page.text
 
 
 def test_minimal_report_and_odd_values(tmp_path: Path):

@@ -48,7 +48,10 @@ async def echo(request: web.Request) -> web.Response:
     failing = request.app[FAIL][0]
     if failing:
         return web.json_response({"error": {"code": "forced", "message": "forced"}}, status=failing)
-    if "delay_ms" in request.query:
+    # ``delay_port=N``: only the instance listening on N waits (the others answer at once).
+    if "delay_ms" in request.query and request.query.get("delay_port", str(settings.PORT)) == str(
+        settings.PORT
+    ):
         await asyncio.sleep(int(request.query["delay_ms"]) / 1000)
     body = await request.read()
     status = int(request.query.get("status", "200"))

@@ -15,7 +15,9 @@ from infra.process import ManagedProcess, free_port, wait_until
 HERE = Path(__file__).resolve().parent
 ECHO = HERE / "echo_upstream.py"
 PUBLIC = {
-    "/api/orders": ("orders", "/orders", "3s", "safe", ["GET", "POST"]),
+    # 30 s: room for a request held at one instance while another starts (a loaded machine
+    # takes seconds to start a process).
+    "/api/orders": ("orders", "/orders", "30s", "safe", ["GET", "POST"]),
     "/api/stock": ("inventory", "/stock", "2s", "safe", ["GET"]),
     "/api/notifications/stream": ("notifications", "/notifications/stream", "0s", "never", ["GET"]),
 }

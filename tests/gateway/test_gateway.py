@@ -156,8 +156,9 @@ async def test_a_post_dying_with_its_instance_is_retried_only_with_an_idempotenc
         await wait_instances(session, gateway, "orders", 1)
 
         async def post(**headers: str) -> tuple[int, dict]:
+            # Held at the first instance until it is killed, whatever the second takes to start.
             async with session.post(
-                gateway.url + "/api/orders?delay_ms=2500",
+                gateway.url + f"/api/orders?delay_ms=25000&delay_port={first.port}",
                 json={"customer_id": "c-1"},
                 headers={**gateway.key_headers, **headers},
             ) as r:

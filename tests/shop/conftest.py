@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from shop_support import SERVICES, ServiceProcess, Shop, ShopClient, shop_env
+from shop_support import ServiceProcess, Shop, ShopClient, running_shop
 
 from infra.embedded import Endpoints
-from infra.process import wait_until
 
 # SKU-001 .. SKU-024 are seeded by inventory; each test that touches stock takes its own.
 _SKUS = itertools.count(1)
@@ -26,35 +25,9 @@ CATALOG_SIZE = 24
 
 @pytest.fixture(scope="session")
 def shop(infra: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    home = tmp_path_factory.mktemp("shop")
-    env = shop_env(infra.env(), home / "traces")
-    log_dir = home / "logs"
-    services = {name: ServiceProcess(name, env, log_dir) for name in SERVICES}
-    try:
-        for service in services.values():
-            service.start()
-        for service in services.values():
-            service.wait_ready()
-        # Consumer groups take a few seconds to form on tansu: paid once, here.
-        for service in services.values():
-            wait_until(
-                service.consuming,
-                timeout=30,
-                what=f"{service.name} has its partitions",
-                alive=service.proc.alive,
-            )
-        yield Shop(
-            services=services,
-            env=env,
-            log_dir=log_dir,
-            traces_dir=home / "traces",
-            bootstrap=infra.kafka_bootstrap,
-            consul_addr=infra.consul_addr,
-            redis_url=infra.redis_url,
-        )
-    finally:
-        for service in services.values():
-            service.stop()
+    # Consumer groups take a few seconds to form on tansu: paid once, here.
+    with running_shop(infra, tmp_path_factory.mktemp("shop")) as shop:
+        yield shop
 
 
 @pytest.fixture

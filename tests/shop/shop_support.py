@@ -10,7 +10,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from infra.embedded import Endpoints
 from infra.kafka.topics import consumed_by
 from infra.process import ManagedProcess, free_port, wait_until
 
@@ -163,6 +165,21 @@ class ServiceProcess:
         return self.proc.stop(timeout=timeout)
 
 
+def wait_serving(services: Iterable[ServiceProcess]) -> None:
+    """Every service ready, then every consumer with its partitions (a group takes a few
+    seconds to form on tansu)."""
+    started = list(services)
+    for service in started:
+        service.wait_ready()
+    for service in started:
+        wait_until(
+            service.consuming,
+            timeout=30,
+            what=f"{service.name} has its partitions",
+            alive=service.proc.alive,
+        )
+
+
 @dataclass
 class Shop:
     services: dict[str, ServiceProcess]
@@ -175,6 +192,30 @@ class Shop:
 
     def url(self, service: str) -> str:
         return self.services[service].url
+
+
+@contextmanager
+def running_shop(infra: Endpoints, home: Path, **settings: str) -> Iterator[Shop]:
+    """The four services on ``infra`` (with ``settings`` on top of :func:`shop_env`), serving,
+    with their logs and traces under ``home``; stopped when the block ends."""
+    env = {**shop_env(infra.env(), home / "traces"), **settings}
+    services = {name: ServiceProcess(name, env, home / "logs") for name in SERVICES}
+    try:
+        for service in services.values():
+            service.start()
+        wait_serving(services.values())
+        yield Shop(
+            services=services,
+            env=env,
+            log_dir=home / "logs",
+            traces_dir=home / "traces",
+            bootstrap=infra.kafka_bootstrap,
+            consul_addr=infra.consul_addr,
+            redis_url=infra.redis_url,
+        )
+    finally:
+        for service in services.values():
+            service.stop()
 
 
 # --- an HTTP client of the shop ----------------------------------------------------------------
@@ -340,6 +381,31 @@ def spans_of(traces_dir: Path, trace_id: str) -> list[dict[str, Any]]:
                 if span["trace_id"] == trace_id:
                     spans.append(span)
     return spans
+
+
+# The messages of a confirmed order's saga and the groups that process them.
+CONFIRMED_SAGA = {
+    ("inventory", "order.created"),
+    ("payments", "inventory.reserved"),
+    ("orders", "payment.succeeded"),
+    ("inventory", "payment.succeeded"),
+    ("notifications", "order.confirmed"),
+}
+
+
+async def whole_trace(traces_dir: Path, trace_id: str, caller_span: str) -> list[dict[str, Any]]:
+    """The spans of a confirmed order's trace (begun by the caller's span ``caller_span``)
+    once all of it is exported, else []: each service exports in batches of its own, so wait
+    until every saga message was processed and no span misses its parent."""
+    spans = spans_of(traces_dir, trace_id)
+    processed = {
+        (s["service"], s["attributes"]["messaging.destination.name"])
+        for s in spans
+        if s["kind"] == "CONSUMER"
+    }
+    ids = {s["span_id"] for s in spans} | {caller_span}
+    complete = all(s["parent_span_id"] in ids for s in spans)
+    return spans if processed >= CONFIRMED_SAGA and complete else []
 
 
 def consul_instances(consul_addr: str) -> set[str]:

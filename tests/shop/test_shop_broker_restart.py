@@ -32,6 +32,7 @@ from shop_support import (
     eventually,
     shop_env,
     unique,
+    wait_serving,
 )
 
 from infra.embedded.parts import redis_binary, tansu_binary
@@ -138,15 +139,7 @@ def drill(tmp_path: Path) -> Iterator[Drill]:
         for name in SERVICES:
             extra = SLOW_PAYMENTS if name == "payments" else {}
             services[name] = ServiceProcess(name, env, tmp_path / "logs", **extra).start()
-        for service in services.values():
-            service.wait_ready()
-        for service in services.values():
-            wait_until(
-                service.consuming,
-                timeout=30,
-                what=f"{service.name} has its partitions",
-                alive=service.proc.alive,
-            )
+        wait_serving(services.values())
         shop = Shop(
             services=services,
             env=env,

@@ -3,34 +3,11 @@ consumer span is a child of the producer span of the message it handled."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from shop_support import DEADLINE, Shop, ShopClient, eventually, spans_of, unique
+from shop_support import DEADLINE, Shop, ShopClient, eventually, unique, whole_trace
 
 TRACE_ID = "5d1e0f3a9c7b48e2a1f06c3b2d4e5f60"
 CALLER_SPAN = "a1b2c3d4e5f60718"
 SERVICES = {"orders", "inventory", "payments", "notifications"}
-# The saga's messages and the groups that process them.
-PROCESSED = {
-    ("inventory", "order.created"),
-    ("payments", "inventory.reserved"),
-    ("orders", "payment.succeeded"),
-    ("inventory", "payment.succeeded"),
-    ("notifications", "order.confirmed"),
-}
-
-
-async def _whole_trace(shop: Shop) -> list[dict[str, Any]]:
-    spans = spans_of(shop.traces_dir, TRACE_ID)
-    processed = {
-        (s["service"], s["attributes"]["messaging.destination.name"])
-        for s in spans
-        if s["kind"] == "CONSUMER"
-    }
-    ids = {s["span_id"] for s in spans} | {CALLER_SPAN}
-    # Each service exports in its own batches: wait until no span misses its parent.
-    complete = all(s["parent_span_id"] in ids for s in spans)
-    return spans if processed >= PROCESSED and complete else []
 
 
 async def test_one_order_is_one_trace_across_the_four_services(
@@ -43,7 +20,11 @@ async def test_one_order_is_one_trace_across_the_four_services(
         headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"},
     )
     assert (await client.terminal(placed.body["id"]))["status"] == "CONFIRMED"
-    spans = await eventually(lambda: _whole_trace(shop), timeout=DEADLINE, what="the whole trace")
+    spans = await eventually(
+        lambda: whole_trace(shop.traces_dir, TRACE_ID, CALLER_SPAN),
+        timeout=DEADLINE,
+        what="the whole trace",
+    )
 
     assert {s["service"] for s in spans} == SERVICES
     [server] = [s for s in spans if s["kind"] == "SERVER"]

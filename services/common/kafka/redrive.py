@@ -20,7 +20,6 @@ The kit gives the two generic parts; a service keeps its index and builds its ev
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,11 +28,9 @@ from typing import cast
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
-from services.common.backoff import sleep_unless
 from services.common.metrics import Metrics
-from services.common.redis import REDIS_UNAVAILABLE
+from services.common.turns import TurnLoop
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +102,10 @@ Sweep = Callable[[], Awaitable[int]]
 
 class RedriveLoop:
     """Calls ``sweep`` (which returns how many records it re-announced) every ``interval``
-    on one replica at a time, until stopped."""
+    on one replica at a time (a :class:`~services.common.turns.TurnLoop`), until stopped.
+
+    A sweep that outlives its turn can overlap the next one; that announces some records
+    twice, which costs duplicates on the wire and nothing else."""
 
     def __init__(
         self,
@@ -118,12 +118,8 @@ class RedriveLoop:
         interval: float,
         what: str,
     ) -> None:
-        self._redis = redis
         self._metrics = metrics
         self._sweep = sweep
-        self._lock_key = lock_key
-        self._owner = owner
-        self._interval = interval
         self._what = what
         self._redrives = Counter(
             "saga_redrives_total",
@@ -131,42 +127,29 @@ class RedriveLoop:
             ("service", "version"),
             registry=metrics.registry,
         )
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._turns = TurnLoop(
+            redis,
+            self._turn,
+            lock_key=lock_key,
+            owner=owner,
+            interval=interval,
+            name="saga re-drive",
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"redrive-{self._lock_key}")
+        self._turns.start()
 
     async def stop(self) -> None:
         """Let the sweep in progress finish (one short transaction), then stop."""
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._turns.stop()
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if await self._take_turn():
-                    count = await self._sweep()
-                    if count:
-                        self._metrics.child(self._redrives).inc(count)
-                        log.info(
-                            "saga re-drive: announced %d %s again",
-                            count,
-                            self._what,
-                            extra={"redriven": count},
-                        )
-            except (RedisError, *REDIS_UNAVAILABLE) as exc:
-                log.warning("saga re-drive: redis unavailable: %s; trying again", exc)
-            except Exception:  # a bug must not end the loop: log it, the next turn tries again
-                log.exception("saga re-drive sweep failed")
-            if await sleep_unless(self._stop, self._interval):
-                return
-
-    async def _take_turn(self) -> bool:
-        """One sweep per interval across all replicas: the lock is never released, it expires
-        after the interval. A sweep that outlives it can overlap the next one; that announces
-        some records twice, which costs duplicates on the wire and nothing else."""
-        millis = max(int(self._interval * 1000), 1)
-        return bool(await self._redis.set(self._lock_key, self._owner, nx=True, px=millis))
+    async def _turn(self) -> None:
+        count = await self._sweep()
+        if count:
+            self._metrics.child(self._redrives).inc(count)
+            log.info(
+                "saga re-drive: announced %d %s again",
+                count,
+                self._what,
+                extra={"redriven": count},
+            )
