@@ -580,80 +580,85 @@ class RedisCrash(Drill):
             "persistence": self.options.persistence or "as the platform runs",
         }
 
-    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
-        crashed, back = ctx.facts.get("crashed_at"), ctx.facts.get("redis_back_at")
-        if crashed is None or back is None:
-            return [SLO("redis crashed and started again", "both", "not done", False)]
+    def measure_crash(self, ctx: DrillContext, audit: OrderAudit) -> dict[str, float | int | str]:
+        """What the crash cost, from the accepted orders: the figures the SLOs (and a lesson
+        that runs this drill once per persistence mode) judge. Also lists every lost order
+        (``ctx.facts["lost_detail"]``, the report's Lost orders table)."""
+        crashed = float(ctx.facts["crashed_at"])
+        back = float(ctx.facts["redis_back_at"])
         window = float(ctx.facts.get("fsync_window_s") or 0.0)
-        lost = crash_losses(audit, ctx, float(crashed), float(back), window)
+        lost = crash_losses(audit, ctx, crashed, back, window)
         ctx.facts["lost_detail"] = lost
-        in_window = [r for r in lost if r["in_window"]]
-        ctx.facts["orders_lost_in_window"] = len(in_window)
-        ctx.facts["orders_lost_outside_window"] = len(lost) - len(in_window)
-        return [
-            self._kept(ctx, audit, lost, float(crashed), window),
-            self._accepting_again(audit, float(back)),
-            self._terminal_after(audit, float(back)),
-            self._nothing_restarted(ctx),
-        ]
-
-    def _kept(
-        self,
-        ctx: DrillContext,
-        audit: OrderAudit,
-        lost: list[dict[str, Any]],
-        crashed: float,
-        window: float,
-    ) -> SLO:
-        mode = str(ctx.facts.get("persistence"))
-        earlier = sum(1 for at in audit.accepted_at.values() if at < crashed - window)
-        outside = [r for r in lost if not r["in_window"]]
-        inside = len(lost) - len(outside)
-        return SLO(
-            f"no order lost from before the fsync window ({mode})",
-            f"0 lost of those accepted more than {window:g}s before the crash or after it",
-            f"{len(outside)} lost ({earlier} accepted before the window); "
-            f"{inside} lost inside the window",
-            not outside and earlier > 0,
-            (f"e.g. {outside[0]['order']}: {outside[0]['why']}" if outside else "")
-            + ("" if earlier else "no order was accepted before the window")
-            + ("; persistence off keeps nothing" if mode == "off" else ""),
-        )
-
-    def _accepting_again(self, audit: OrderAudit, back: float) -> SLO:
-        after = [at for at in audit.accepted_at.values() if at >= back]
-        took = min(after) - back if after else None
-        return SLO(
-            "the shop accepts orders again by itself",
-            f"first 202 within {self.resume_within:g}s after Redis is back",
-            "no order accepted after the restart" if took is None else f"{took:.1f}s",
-            took is not None and took <= self.resume_within,
-            f"{len(after)} orders accepted after the restart",
-        )
-
-    def _terminal_after(self, audit: OrderAudit, back: float) -> SLO:
+        inside = sum(1 for r in lost if r["in_window"])
         after = [i for i, at in audit.accepted_at.items() if at >= back]
-        stuck = [i for i in after if i not in audit.terminal]
-        return SLO(
-            "orders accepted after the restart all reach a final state",
-            f"every one within {self.terminal_within:g}s (consumers and relay resumed)",
-            f"{len(stuck)} of {len(after)} not terminal",
-            bool(after) and not stuck,
-            f"e.g. {stuck[0]}: {audit.why_lost(stuck[0])}" if stuck else "",
-        )
-
-    @staticmethod
-    def _nothing_restarted(ctx: DrillContext) -> SLO:
+        first = min((audit.accepted_at[i] for i in after), default=None)
         before: dict[str, int] = ctx.facts.get("restarts_before") or {}
         now: dict[str, int] = ctx.facts.get("restarts_after") or {}
-        restarted = sorted(i for i in before if now.get(i, -1) != before[i])
-        return SLO(
-            "no replica restarted",
-            "the same replicas, no restart",
-            f"{len(restarted)} of {len(before)} restarted or gone",
-            bool(before) and not restarted,
-            ", ".join(restarted[:5]),
-        )
+        figures: dict[str, float | int | str] = {
+            "persistence": str(ctx.facts.get("persistence")),
+            "fsync_window_s": window,
+            "orders_accepted_before_window": sum(
+                1 for at in audit.accepted_at.values() if at < crashed - window
+            ),
+            "orders_lost_in_window": inside,
+            "orders_lost_outside_window": len(lost) - inside,
+            "orders_accepted_after_restart": len(after),
+            "orders_stuck_after_restart": sum(1 for i in after if i not in audit.terminal),
+            # -1: no order was accepted after the restart
+            "accepting_again_s": -1.0 if first is None else round(first - back, 2),
+            "replicas_watched": len(before),
+            "replicas_restarted": sum(1 for i in before if now.get(i, -1) != before[i]),
+        }
+        ctx.facts.update(figures)
+        return figures
+
+    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
+        if "crashed_at" not in ctx.facts or "redis_back_at" not in ctx.facts:
+            return [SLO("redis crashed and started again", "both", "not done", False)]
+        f = self.measure_crash(ctx, audit)
+        lost: list[dict[str, Any]] = ctx.facts["lost_detail"]
+        outside = [r for r in lost if not r["in_window"]]
+        stuck = [
+            i
+            for i, at in audit.accepted_at.items()
+            if at >= float(ctx.facts["redis_back_at"]) and i not in audit.terminal
+        ]
+        took = float(f["accepting_again_s"])
+        restarted = int(f["replicas_restarted"])
+        return [
+            SLO(
+                f"no order lost from before the fsync window ({f['persistence']})",
+                f"0 lost of those accepted more than {f['fsync_window_s']:g}s before the crash "
+                "or after it",
+                f"{f['orders_lost_outside_window']} lost "
+                f"({f['orders_accepted_before_window']} accepted before the window); "
+                f"{f['orders_lost_in_window']} lost inside the window",
+                not outside and int(f["orders_accepted_before_window"]) > 0,
+                (f"e.g. {outside[0]['order']}: {outside[0]['why']}" if outside else "")
+                + ("" if f["orders_accepted_before_window"] else "no order accepted before it")
+                + ("; persistence off keeps nothing" if f["persistence"] == "off" else ""),
+            ),
+            SLO(
+                "the shop accepts orders again by itself",
+                f"first 202 within {self.resume_within:g}s after Redis is back",
+                "no order accepted after the restart" if took < 0 else f"{took:.1f}s",
+                0 <= took <= self.resume_within,
+                f"{f['orders_accepted_after_restart']} orders accepted after the restart",
+            ),
+            SLO(
+                "orders accepted after the restart all reach a final state",
+                f"every one within {self.terminal_within:g}s (consumers and relay resumed)",
+                f"{len(stuck)} of {f['orders_accepted_after_restart']} not terminal",
+                int(f["orders_accepted_after_restart"]) > 0 and not stuck,
+                f"e.g. {stuck[0]}: {audit.why_lost(stuck[0])}" if stuck else "",
+            ),
+            SLO(
+                "no replica restarted",
+                "the same replicas, no restart",
+                f"{restarted} of {f['replicas_watched']} restarted or gone",
+                int(f["replicas_watched"]) > 0 and restarted == 0,
+            ),
+        ]
 
 
 def crash_losses(
