@@ -583,7 +583,10 @@ class RedisCrash(Drill):
     def measure_crash(self, ctx: DrillContext, audit: OrderAudit) -> dict[str, float | int | str]:
         """What the crash cost, from the accepted orders: the figures the SLOs (and a lesson
         that runs this drill once per persistence mode) judge. Also lists every lost order
-        (``ctx.facts["lost_detail"]``, the report's Lost orders table)."""
+        (``ctx.facts["lost_detail"]``, the report's Lost orders table). Only ``redis_crashed:
+        0`` when the crash did not happen (the operation failed: the engine says why)."""
+        if "crashed_at" not in ctx.facts or "redis_back_at" not in ctx.facts:
+            return {"redis_crashed": 0}
         crashed = float(ctx.facts["crashed_at"])
         back = float(ctx.facts["redis_back_at"])
         window = float(ctx.facts.get("fsync_window_s") or 0.0)
@@ -595,6 +598,7 @@ class RedisCrash(Drill):
         before: dict[str, int] = ctx.facts.get("restarts_before") or {}
         now: dict[str, int] = ctx.facts.get("restarts_after") or {}
         figures: dict[str, float | int | str] = {
+            "redis_crashed": 1,
             "persistence": str(ctx.facts.get("persistence")),
             "fsync_window_s": window,
             "orders_accepted_before_window": sum(
@@ -613,9 +617,9 @@ class RedisCrash(Drill):
         return figures
 
     def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
-        if "crashed_at" not in ctx.facts or "redis_back_at" not in ctx.facts:
-            return [SLO("redis crashed and started again", "both", "not done", False)]
         f = self.measure_crash(ctx, audit)
+        if not f["redis_crashed"]:
+            return [SLO("redis crashed and started again", "both", "not done", False)]
         lost: list[dict[str, Any]] = ctx.facts["lost_detail"]
         outside = [r for r in lost if not r["in_window"]]
         stuck = [

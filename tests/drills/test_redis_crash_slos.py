@@ -177,3 +177,23 @@ def test_the_report_lists_the_lost_orders(tmp_path: Path) -> None:
     assert "&lt;b&gt;o-2&lt;/b&gt;" in section and "<b>o-2" not in section
     clean = write_report({"timeline": [], "lost": []}, tmp_path / "none").html.read_text()
     assert 'id="lost"' not in clean
+
+
+def test_no_crash_is_a_failure_and_measures_nothing() -> None:
+    ctx = context("everysec")
+    del ctx.facts["crashed_at"]
+    drill = RedisCrash(ctx.options)
+    assert drill.measure_crash(ctx, audit({})) == {"redis_crashed": 0}
+    assert judged(ctx, audit({})) == {"redis crashed and started again": False}
+
+
+def test_the_figures_a_lesson_judges() -> None:
+    ctx = context("everysec")
+    figures = RedisCrash(ctx.options).measure_crash(
+        ctx, audit({"late": (CRASH - 0.5, "HTTP 404"), "old": (CRASH - 6.0, "HTTP 404")})
+    )
+    assert figures["persistence"] == "everysec" and figures["redis_crashed"] == 1
+    assert (figures["orders_lost_in_window"], figures["orders_lost_outside_window"]) == (1, 1)
+    assert figures["orders_accepted_after_restart"] == 7  # 1013.5 .. 1019.5
+    assert (figures["orders_stuck_after_restart"], figures["accepting_again_s"]) == (0, 0.5)
+    assert figures["replicas_restarted"] == 0
