@@ -110,9 +110,9 @@ load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT
 # -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
 .PHONY: drill
 
-drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart [DURATION=60s]
+drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart|redis-crash [DURATION=60s] [PERSISTENCE=always|everysec|off]
 	@test -n "$(NAME)" || { $(MESHCTL) drill list; echo "usage: make drill NAME=rolling [DURATION=60s]" >&2; exit 2; }
-	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION))
+	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION)) $(if $(PERSISTENCE),--persistence $(PERSISTENCE))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
 .PHONY: bench bench-tools bench-gateway bench-saga bench-console

@@ -118,6 +118,12 @@ class ComposeRuntime(Runtime):
             stopped.append(f"compose project {self.project.name} ({count} containers)")
         return stopped
 
+    def remove_volumes(self, progress: Progress = quiet) -> list[str]:
+        """``meshctl down --volumes``: the project's named volumes (Redis's data) too, as
+        ``docker compose down -v`` (what ``make clean`` runs)."""
+        ComposeStack(self.mesh_home, self.environ, self.platform).down(progress, volumes=True)
+        return [f"the volumes of compose project {self.project.name}"]
+
     def running(self) -> bool:
         try:
             gateway = self._containers_of(self.platform.gateway.name)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from infra.embedded import mesh_home
+from infra.embedded.persistence import REDIS_MODES
 from infra.meshctl.output import CommandError
 from infra.runtime import Runtime
 
@@ -28,13 +29,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "name",
         help="autoscale, rolling, bluegreen, canary, canary-bad, "
-        "kill-replica, broker-restart; or list",
+        "kill-replica, broker-restart, redis-crash; or list",
     )
     p.add_argument("--runtime", choices=("local", "compose", "k8s"), help="default: RUNTIME")
     p.add_argument("--duration", type=duration, help="seconds of load (each drill has a default)")
     p.add_argument("--service", default="orders", help="the service operated on (orders)")
     p.add_argument("--version", help="the version to roll out (default: v2, or v1 from v2)")
     p.add_argument("--out", type=Path, help="report folder (default .mesh/reports/<drill>-<time>)")
+    p.add_argument(
+        "--persistence",
+        choices=REDIS_MODES,
+        help="redis-crash: switch Redis to this persistence for the drill (and back after)",
+    )
 
 
 def list_drills() -> int:
@@ -54,7 +60,11 @@ def run(runtime: Runtime, args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = args.out or mesh_home() / "reports" / f"{args.name}-{stamp}"
     options = DrillOptions(
-        duration=args.duration, service=args.service, version=args.version, out=folder
+        duration=args.duration,
+        service=args.service,
+        version=args.version,
+        out=folder,
+        persistence=args.persistence,
     )
     result = run_drill(DRILLS[args.name](options), runtime, folder)
     return 0 if result.passed else SLO_FAILED

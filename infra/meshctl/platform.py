@@ -7,9 +7,12 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from infra.console.files import console_url, start_console, stop_console
 from infra.embedded import Infra, StartError, mesh_home
+from infra.embedded.persistence import FSYNC_WINDOW
 from infra.meshctl.output import CommandError, print_table, progress
 from infra.runtime import Runtime
 from infra.runtime.base import PartialStart
@@ -105,10 +108,13 @@ def start_console_with_platform(runtime: Runtime) -> str | None:
         return None
 
 
-def down(runtime: Runtime) -> int:
+def down(runtime: Runtime, volumes: bool = False) -> int:
     stopped = ["console"] if stop_console(mesh_home()) else []
     stopped += runtime.down(progress)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    if volumes:
+        removed = runtime.remove_volumes(progress)
+        print("removed: " + (", ".join(removed) if removed else "no data was kept"))
     return 0
 
 
@@ -146,9 +152,25 @@ def console(runtime: Runtime, port: int | None, open_browser: bool, stop: bool, 
     return 0
 
 
-def _print_infra(rows: list[dict[str, object]]) -> None:
+def keeps(row: Mapping[str, object]) -> str:
+    """What a part keeps across a restart or ``make down``, in a few words."""
+    if "persistence" in row:
+        mode = str(row["persistence"])
+        if mode == "off":
+            return "nothing (persistence off)"
+        where = f" in {row['data']}" if row.get("data") else ""
+        if mode in FSYNC_WINDOW:
+            return f"append-only file{where}, fsync {mode}"
+        return f"{mode}{where}"
+    if "storage" in row:
+        storage = str(row["storage"])
+        return "nothing (memory://)" if storage.startswith("memory://") else storage
+    return "-"
+
+
+def print_infra(rows: list[dict[str, Any]]) -> None:
     print_table(
-        ("PART", "SOURCE", "ADDRESS", "PID", "STATE"),
+        ("PART", "SOURCE", "ADDRESS", "PID", "STATE", "KEEPS"),
         [
             (
                 str(r["name"]),
@@ -156,6 +178,7 @@ def _print_infra(rows: list[dict[str, object]]) -> None:
                 str(r.get("address", "-")),
                 str(r.get("pid") or "-"),
                 str(r["state"]),
+                keeps(r),
             )
             for r in rows
         ],
@@ -186,7 +209,7 @@ def status(runtime: Runtime, as_json: bool) -> int:
         print("platform: not running (make up)\n")
     home = getattr(runtime, "home", None)
     if home is not None:
-        _print_infra(Infra(home).status())
+        print_infra(Infra(home).status())
     return 0 if infra_ok and services_ok else 1
 
 

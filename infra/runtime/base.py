@@ -163,6 +163,23 @@ class Runtime(ABC):
         answers (and, for Kafka, once the declared topics exist again)."""
         raise RuntimeFailure(f"the {self.name} runtime cannot start {part} yet")
 
+    def crash_infra(self, part: str) -> None:
+        """Kill one infrastructure part without grace (SIGKILL: no shutdown, no last write to
+        disk), as a crash would; it stays down until :meth:`start_infra` starts it again at
+        the same address, with the same settings (the redis-crash drill)."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot crash {part} yet")
+
+    def set_redis_persistence(self, mode: str) -> None:
+        """Switch Redis's persistence (``always``, ``everysec``, ``off``) while the platform
+        runs, and keep it for Redis's restarts: a drill run once per mode on one platform.
+        ``status().infra["redis"]["persistence"]`` says which one is on."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot switch Redis's persistence")
+
+    def remove_volumes(self, progress: Progress = quiet) -> list[str]:
+        """After :meth:`down`: delete what the platform keeps between runs (Redis's data), as
+        ``docker compose down -v`` does; return what was removed."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot remove its volumes here")
+
     # -- rollouts ------------------------------------------------------------------------------
     @abstractmethod
     def rollout(self, spec: RolloutSpec) -> RolloutStatus:

@@ -502,3 +502,190 @@ DRILLS: dict[str, type[Drill]] = {
     d.name: d
     for d in (Autoscale, Rolling, BlueGreen, Canary, CanaryBad, KillReplica, BrokerRestart)
 }
+
+
+# -- persistence: a Redis crash (issue 21) ----------------------------------------------------
+# Self-contained: what it imports beyond the top of the file is imported here.
+from infra.embedded.persistence import FSYNC_WINDOW, REDIS_MODES  # noqa: E402
+
+
+class RedisCrash(Drill):
+    name = "redis-crash"
+    title = "Redis crash"
+    description = (
+        "SIGKILLs Redis under load (no shutdown, no last fsync) and starts it again at the "
+        "same address a second later. The saga must resume by itself (gateway, consumers, "
+        "outbox relay: nothing restarted), and no order accepted more than the fsync window "
+        "before the crash may be lost (always: none; everysec: 2 s; off keeps nothing, so "
+        "every earlier order is at risk and the drill fails). Every lost order is listed: its "
+        "id, when it was accepted and why it counts as lost."
+    )
+    default_duration = 40.0
+    min_duration = 15.0
+    down_for: ClassVar[float] = 1.0  # seconds Redis stays dead
+    resume_within: ClassVar[float] = 15.0  # until the gateway accepts orders again
+    terminal_within: ClassVar[float] = 30.0  # after Redis is back, for every accepted order
+
+    def prepare(self, ctx: DrillContext) -> None:
+        # options.persistence (the persistence lesson runs the drill with off, then
+        # everysec): Redis is switched to it for the drill, and back after.
+        wanted = self.options.persistence
+        if wanted is not None:
+            ctx.facts["persistence_before"] = self._mode(ctx)
+            ctx.runtime.set_redis_persistence(wanted)
+        mode = self._mode(ctx)
+        ctx.facts["persistence"] = mode
+        ctx.facts["fsync_window_s"] = FSYNC_WINDOW.get(mode, 0.0)
+        ctx.facts["restarts_before"] = {r.id: r.restarts for r in ctx.runtime.replicas()}
+        ctx.facts["operation"] = f"kill -KILL redis (persistence {mode}), start it again"
+
+    @staticmethod
+    def _mode(ctx: DrillContext) -> str:
+        redis = ctx.runtime.status().infra.get("redis", {})
+        return str(redis.get("persistence") or "unknown")
+
+    def operate(self, ctx: DrillContext) -> None:
+        ctx.facts["crashed_at"] = time.time()
+        ctx.runtime.crash_infra("redis")
+        ctx.event(f"redis killed with SIGKILL (persistence {ctx.facts['persistence']})")
+        if ctx.stop.wait(self.down_for):
+            raise RuntimeFailure("drill stopped while Redis was down")
+        ctx.runtime.start_infra("redis", progress=ctx.event)
+        ctx.facts["redis_back_at"] = time.time()
+        ctx.event("redis answering again at the same address")
+
+        def all_ready() -> bool:
+            state = ctx.runtime.status()
+            gateway_ok = state.gateway is not None and state.gateway.healthy
+            return gateway_ok and all(s.healthy >= s.replicas for s in state.services)
+
+        ctx.wait_until(all_ready, READY_TIMEOUT, "every service ready again")
+        ctx.facts["restarts_after"] = {r.id: r.restarts for r in ctx.runtime.replicas()}
+        ctx.event("every service ready again")
+
+    def restore(self, ctx: DrillContext) -> None:
+        if "crashed_at" in ctx.facts and "redis_back_at" not in ctx.facts:
+            ctx.runtime.start_infra("redis")
+        before = ctx.facts.get("persistence_before")
+        if self.options.persistence is not None and before in REDIS_MODES:
+            ctx.runtime.set_redis_persistence(str(before))
+
+    def audit_deadline(self, ctx: DrillContext) -> float:
+        return float(ctx.facts.get("redis_back_at", time.time())) + self.terminal_within
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "redis_down_s": self.down_for,
+            "persistence": self.options.persistence or "as the platform runs",
+        }
+
+    def measure_crash(self, ctx: DrillContext, audit: OrderAudit) -> dict[str, float | int | str]:
+        """What the crash cost, from the accepted orders: the figures the SLOs (and a lesson
+        that runs this drill once per persistence mode) judge. Also lists every lost order
+        (``ctx.facts["lost_detail"]``, the report's Lost orders table). Only ``redis_crashed:
+        0`` when the crash did not happen (the operation failed: the engine says why)."""
+        if "crashed_at" not in ctx.facts or "redis_back_at" not in ctx.facts:
+            return {"redis_crashed": 0}
+        crashed = float(ctx.facts["crashed_at"])
+        back = float(ctx.facts["redis_back_at"])
+        window = float(ctx.facts.get("fsync_window_s") or 0.0)
+        lost = crash_losses(audit, ctx, crashed, back, window)
+        ctx.facts["lost_detail"] = lost
+        inside = sum(1 for r in lost if r["in_window"])
+        after = [i for i, at in audit.accepted_at.items() if at >= back]
+        first = min((audit.accepted_at[i] for i in after), default=None)
+        before: dict[str, int] = ctx.facts.get("restarts_before") or {}
+        now: dict[str, int] = ctx.facts.get("restarts_after") or {}
+        figures: dict[str, float | int | str] = {
+            "redis_crashed": 1,
+            "persistence": str(ctx.facts.get("persistence")),
+            "fsync_window_s": window,
+            "orders_accepted_before_window": sum(
+                1 for at in audit.accepted_at.values() if at < crashed - window
+            ),
+            "orders_lost_in_window": inside,
+            "orders_lost_outside_window": len(lost) - inside,
+            "orders_accepted_after_restart": len(after),
+            "orders_stuck_after_restart": sum(1 for i in after if i not in audit.terminal),
+            # -1: no order was accepted after the restart
+            "accepting_again_s": -1.0 if first is None else round(first - back, 2),
+            "replicas_watched": len(before),
+            "replicas_restarted": sum(1 for i in before if now.get(i, -1) != before[i]),
+        }
+        ctx.facts.update(figures)
+        return figures
+
+    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
+        f = self.measure_crash(ctx, audit)
+        if not f["redis_crashed"]:
+            return [SLO("redis crashed and started again", "both", "not done", False)]
+        lost: list[dict[str, Any]] = ctx.facts["lost_detail"]
+        outside = [r for r in lost if not r["in_window"]]
+        stuck = [
+            i
+            for i, at in audit.accepted_at.items()
+            if at >= float(ctx.facts["redis_back_at"]) and i not in audit.terminal
+        ]
+        took = float(f["accepting_again_s"])
+        restarted = int(f["replicas_restarted"])
+        return [
+            SLO(
+                f"no order lost from before the fsync window ({f['persistence']})",
+                f"0 lost of those accepted more than {f['fsync_window_s']:g}s before the crash "
+                "or after it",
+                f"{f['orders_lost_outside_window']} lost "
+                f"({f['orders_accepted_before_window']} accepted before the window); "
+                f"{f['orders_lost_in_window']} lost inside the window",
+                not outside and int(f["orders_accepted_before_window"]) > 0,
+                (f"e.g. {outside[0]['order']}: {outside[0]['why']}" if outside else "")
+                + ("" if f["orders_accepted_before_window"] else "no order accepted before it")
+                + ("; persistence off keeps nothing" if f["persistence"] == "off" else ""),
+            ),
+            SLO(
+                "the shop accepts orders again by itself",
+                f"first 202 within {self.resume_within:g}s after Redis is back",
+                "no order accepted after the restart" if took < 0 else f"{took:.1f}s",
+                0 <= took <= self.resume_within,
+                f"{f['orders_accepted_after_restart']} orders accepted after the restart",
+            ),
+            SLO(
+                "orders accepted after the restart all reach a final state",
+                f"every one within {self.terminal_within:g}s (consumers and relay resumed)",
+                f"{len(stuck)} of {f['orders_accepted_after_restart']} not terminal",
+                int(f["orders_accepted_after_restart"]) > 0 and not stuck,
+                f"e.g. {stuck[0]}: {audit.why_lost(stuck[0])}" if stuck else "",
+            ),
+            SLO(
+                "no replica restarted",
+                "the same replicas, no restart",
+                f"{restarted} of {f['replicas_watched']} restarted or gone",
+                int(f["replicas_watched"]) > 0 and restarted == 0,
+            ),
+        ]
+
+
+def crash_losses(
+    audit: OrderAudit, ctx: DrillContext, crashed: float, back: float, window: float
+) -> list[dict[str, Any]]:
+    """Each lost order with when it was accepted, relative to the crash, and why it is lost.
+    Inside the window: accepted before Redis was back and at most ``window`` seconds before
+    the crash (a window of 0, ``always``, has no inside)."""
+    out = []
+    for order_id in audit.lost:
+        at = audit.accepted_at.get(order_id)
+        before = None if at is None else round(crashed - at, 3)
+        inside = window > 0 and at is not None and at < back and crashed - at <= window
+        out.append(
+            {
+                "order": order_id,
+                "accepted_s": None if at is None else ctx.rel(at),
+                "before_crash_s": before,
+                "in_window": inside,
+                "why": audit.why_lost(order_id),
+            }
+        )
+    return out
+
+
+DRILLS[RedisCrash.name] = RedisCrash

@@ -827,6 +827,32 @@ def _slo_table(report: Mapping[str, Any]) -> str:
     return f'<table class="slos">\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>'
 
 
+def _lost_section(report: Mapping[str, Any]) -> str:
+    """Every order accepted (202) that did not reach a final state: one row each, with the
+    columns the drill gave (id, when it was accepted, why it counts as lost...)."""
+    rows = [r for r in report.get("lost") or [] if isinstance(r, Mapping)]
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(str(k) for row in rows for k in row))
+    total = _num(_mapping(report.get("summary")).get("orders_lost"))
+    shown = f"{len(rows)} of {total:.0f}" if total == total and total > len(rows) else len(rows)
+    return (
+        f'<section id="lost">\n<h2>Lost orders ({shown})</h2>\n<div class="scroll">'
+        f"{_rows_table(columns, rows, 'lost')}</div>\n</section>"
+    )
+
+
+def _rows_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], cls: str) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{_e(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return (
+        f'<table class="{cls}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n'
+        "</table>"
+    )
+
+
 _TIMELINE_FIRST = (
     "t",
     "users",
@@ -851,15 +877,9 @@ def _timeline_table(ctx: _Context) -> str:
     columns = [c for c in _TIMELINE_FIRST if any(c in r for r in ctx.rows)]
     for row in ctx.rows:
         columns += [str(k) for k in row if str(k) not in columns]
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{_e(row.get(c))}</td>" for c in columns) + "</tr>"
-        for row in ctx.rows
-    )
     return (
         f'<details>\n<summary>{len(ctx.rows)} samples, one a second</summary>\n<div class="scroll">'
-        f'<table class="timeline">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n'
-        "</table></div>\n</details>"
+        f"{_rows_table(columns, ctx.rows, 'timeline')}</div>\n</details>"
     )
 
 
@@ -949,7 +969,7 @@ figcaption { color: #555; font-size: .85rem; margin-top: .2rem; }
 ol.events .t { display: inline-block; min-width: 4.5em; color: #a35a12;
                font-variant-numeric: tabular-nums; }
 .scroll { overflow-x: auto; }
-table.timeline { font-size: .78rem; font-variant-numeric: tabular-nums; }
+table.timeline, table.lost { font-size: .78rem; font-variant-numeric: tabular-nums; }
 summary { cursor: pointer; }
 footer { margin-top: 2rem; color: #777; font-size: .8rem; }
 @media print {
@@ -1008,6 +1028,7 @@ def _html_page(report: Mapping[str, Any], ctx: _Context, svgs: Mapping[str, str]
         '<section id="summary">\n<h2>Summary</h2>',
         _kv_table(_mapping(report.get("summary")), "summary"),
         "</section>",
+        _lost_section(report),
         _cancellations_section(_mapping(report.get("summary"))),
         *charts,
         _events_section(ctx),

@@ -63,10 +63,16 @@ class ChartSections(HTMLParser):
 
 
 def run_drill(
-    env: dict[str, str], tmp_path: Path, name: str, duration: str, timeout: float = 150
+    env: dict[str, str],
+    tmp_path: Path,
+    name: str,
+    duration: str,
+    *extra: str,
+    timeout: float = 150,
 ) -> dict[str, Any]:
     out = tmp_path / name
-    done = meshctl(env, "drill", name, "--duration", duration, "--out", str(out), timeout=timeout)
+    argv = ["drill", name, "--duration", duration, "--out", str(out), *extra]
+    done = meshctl(env, *argv, timeout=timeout)
     report_file = out / "report.json"
     assert report_file.exists(), f"no report: {done.stderr[-3000:]}"
     report: dict[str, Any] = json.loads(report_file.read_text())

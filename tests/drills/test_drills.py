@@ -11,6 +11,7 @@ for speed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,51 @@ def test_unknown_drill_is_one_clear_line(platform: dict[str, str]) -> None:
     done = meshctl(platform, "drill", "chaos-monkey")
     assert done.returncode == 1
     assert "no drill 'chaos-monkey'" in done.stderr and "rolling" in done.stderr
+
+
+# -- redis-crash (issue 21): last, since its run without persistence loses the shop's state --
+def test_redis_crash_with_always_loses_nothing(platform: dict[str, str], tmp_path: Path) -> None:
+    report = run_drill(platform, tmp_path, "redis-crash", "16s", "--persistence", "always")
+    summary = report["summary"]
+    assert summary["persistence"] == "always" and summary["orders_accepted"] > 30
+    assert summary["orders_lost"] == 0 and report["lost"] == []
+    messages = [e["message"] for e in report["operation"]["events"]]
+    assert "redis killed with SIGKILL (persistence always)" in messages
+    assert "redis answering again at the same address" in messages
+    assert redis_persistence(platform) == "everysec", "the drill switched it back"
+
+
+def test_redis_crash_without_persistence_fails_and_lists_every_lost_order(
+    platform: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "redis-crash-off"
+    done = meshctl(
+        platform, "drill", "redis-crash", "--duration", "16s", "--persistence", "off",
+        "--out", str(out),
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert done.returncode == 3 and not report["passed"], done.stderr[-2000:]
+    verdicts = {s["name"]: s["passed"] for s in report["slos"]}
+    assert verdicts == {
+        "no order lost from before the fsync window (off)": False,
+        # Redis came back empty, and yet the saga resumed by itself: the catalogue is seeded
+        # again, the outbox relay makes its group again, nothing is restarted.
+        "the shop accepts orders again by itself": True,
+        "orders accepted after the restart all reach a final state": True,
+        "no replica restarted": True,
+    }, report["slos"]
+    crash = next(e["t"] for e in report["operation"]["events"] if "SIGKILL" in e["message"])
+    lost = report["lost"]
+    assert len(lost) == report["summary"]["orders_lost"] > 0
+    assert all(row["accepted_s"] <= crash + 0.5 and not row["in_window"] for row in lost)
+    assert {row["why"] for row in lost} == {
+        "gone: the gateway answers 404 (no such order any more)"
+    }
+    page = (out / "report.html").read_text()
+    assert '<section id="lost">' in page and all(row["order"] in page for row in lost)
+    assert redis_persistence(platform) == "everysec"
+
+
+def redis_persistence(env: dict[str, str]) -> str:
+    status = meshctl(env, "status", "--json")
+    return str(json.loads(status.stdout)["infra"]["redis"]["persistence"])
