@@ -32,6 +32,7 @@ from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
+    LimitsEnforcement,
     PlatformStatus,
     ReplicaInfo,
     RolloutSpec,
@@ -202,11 +203,14 @@ class LocalRuntime(Runtime):
             healthy=gateway_service.healthy > 0,
             name=gateway_service.name,
         )
+        limits = snapshot.get("limits")
         return PlatformStatus(
             runtime=self.name,
             gateway=gateway,
             services=[s for s in services if s.kind != "gateway"],
             infra=infra,
+            replicas=[ReplicaInfo.model_validate(r) for r in snapshot["replicas"]],
+            limits=LimitsEnforcement.model_validate(limits) if limits else None,
         )
 
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
