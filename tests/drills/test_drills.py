@@ -12,44 +12,21 @@ for speed.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from drill_support import local_platform, meshctl
 
-from infra.process import free_port
-
-MESHCTL = [sys.executable, "-m", "infra.meshctl"]
 CHARTS = ("throughput", "latency", "errors", "replicas", "weights", "lag")
 pytestmark = pytest.mark.timeout(180)
 
 
-def meshctl(
-    env: dict[str, str], *args: str, timeout: float = 150
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MESHCTL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("drills")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CONSUL_HTTP_ADDR", "RUNTIME")
-    }
-    env.update(MESH_HOME=str(home), GATEWAY_PORT=str(free_port()), RUNTIME="local")
-    up = meshctl(env, "up")
-    assert up.returncode == 0, up.stderr[-2000:]
-    yield env
-    meshctl(env, "down")
+    yield from local_platform(tmp_path_factory, "drills")
 
 
 class ChartSections(HTMLParser):
