@@ -717,8 +717,8 @@ class LessonProbes(Lesson):
             Chart(
                 "replicas",
                 "Replicas of the new release",
-                "Running replicas of the release being rolled out: without a probe the update "
-                "replaces both within seconds; with it, each waits until the last one is warm.",
+                "Running replicas of the release being rolled out, in each run: with the probe, "
+                "each new replica is waited for until it is warm.",
                 "replicas",
                 new_replicas,
                 step=True,
