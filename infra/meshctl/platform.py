@@ -142,7 +142,9 @@ def status(runtime: Runtime, as_json: bool) -> int:
         state.gateway is None or state.gateway.healthy
     )
     if as_json:
-        print(json.dumps(state.model_dump(), indent=2))
+        # The DESIGN.md shape; a runtime's additions only where it has them.
+        extras = {k for k in ("replicas", "limits") if getattr(state, k) is None}
+        print(json.dumps(state.model_dump(exclude=extras), indent=2))
         return 0 if infra_ok and services_ok else 1
     if state.gateway is not None:
         replicas = state.replicas if state.replicas is not None else runtime.replicas()
