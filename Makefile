@@ -110,7 +110,7 @@ load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT
 # -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
 .PHONY: drill
 
-drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart|redis-crash [DURATION=60s] [PERSISTENCE=always|everysec|off]
+drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart|redis-crash, or a lesson: lesson-probes|lesson-limits [DURATION=60s] [PERSISTENCE=always|everysec|off]
 	@test -n "$(NAME)" || { $(MESHCTL) drill list; echo "usage: make drill NAME=rolling [DURATION=60s]" >&2; exit 2; }
 	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION)) $(if $(PERSISTENCE),--persistence $(PERSISTENCE))
 

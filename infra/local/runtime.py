@@ -33,6 +33,7 @@ from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
+    LimitsEnforcement,
     Overview,
     PlatformStatus,
     ReplicaInfo,
@@ -228,11 +229,14 @@ class LocalRuntime(Runtime):
         except ControlError:
             return PlatformStatus(runtime=self.name, gateway=None, services=[], infra=infra)
         services = [ServiceStatus.model_validate(s) for s in snapshot["services"]]
+        limits = snapshot.get("limits")
         return PlatformStatus(
             runtime=self.name,
             gateway=self._gateway_info(snapshot, services),
             services=[s for s in services if s.kind != "gateway"],
             infra=infra,
+            replicas=[ReplicaInfo.model_validate(r) for r in snapshot["replicas"]],
+            limits=LimitsEnforcement.model_validate(limits) if limits else None,
         )
 
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:

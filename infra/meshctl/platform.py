@@ -16,7 +16,14 @@ from infra.embedded.persistence import FSYNC_WINDOW
 from infra.meshctl.output import CommandError, print_table, progress
 from infra.runtime import Runtime
 from infra.runtime.base import PartialStart
-from infra.runtime.models import ConsoleInfo, GatewayInfo, PlatformStatus, ReplicaInfo
+from infra.runtime.models import (
+    ConsoleInfo,
+    GatewayInfo,
+    LimitsEnforcement,
+    PlatformStatus,
+    ReplicaInfo,
+)
+from infra.runtime.versions import cpu_text, memory_text
 
 SAMPLE_ORDER = '{"customer_id": "c-1", "items": [{"sku": "SKU-001", "quantity": 1}]}'
 
@@ -48,6 +55,39 @@ def print_services(state: PlatformStatus, replicas: list[ReplicaInfo]) -> None:
             )
         )
     print_table(("SERVICE", "REPLICAS", "VERSIONS", "ADDRESSES", "HEALTH"), rows)
+
+
+def _mib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024**2:.0f}Mi"
+
+
+def _use(use: str, limit: str | None) -> str:
+    return f"{use} / {limit or 'no limit'}"
+
+
+def print_replicas(replicas: list[ReplicaInfo], limits: LimitsEnforcement | None) -> None:
+    """Each replica: its restarts and why it last ended, memory and CPU against its limits."""
+    rows = []
+    for r in replicas:
+        restarts = str(r.restarts) + (f" ({r.last_reason})" if r.last_reason else "")
+        memory_limit = memory_text(r.memory_limit_bytes) if r.memory_limit_bytes else None
+        cpu_limit = cpu_text(r.cpu_limit_millicores) if r.cpu_limit_millicores else None
+        cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}%"
+        rows.append(
+            (
+                r.address,
+                r.service,
+                r.version,
+                r.state,
+                restarts,
+                _use(_mib(r.rss_bytes), memory_limit),
+                _use(cpu, cpu_limit),
+            )
+        )
+    header = ("REPLICA", "SERVICE", "VERSION", "STATE", "RESTARTS", "RSS / LIMIT", "CPU / LIMIT")
+    print_table(header, rows)
+    if limits is not None:
+        print(f"limits: {limits.detail}")
 
 
 def print_next_steps(gateway: GatewayInfo, console: str | None = None) -> None:
@@ -195,10 +235,16 @@ def status(runtime: Runtime, as_json: bool) -> int:
         state.gateway is None or state.gateway.healthy
     )
     if as_json:
-        print(json.dumps(state.model_dump(), indent=2))
+        # The DESIGN.md shape; a runtime's additions only where it has them.
+        extras = {k for k in ("replicas", "limits", "console") if getattr(state, k) is None}
+        print(json.dumps(state.model_dump(exclude=extras), indent=2))
         return 0 if infra_ok and services_ok else 1
     if state.gateway is not None:
-        print_services(state, runtime.replicas())
+        replicas = state.replicas if state.replicas is not None else runtime.replicas()
+        print_services(state, replicas)
+        if any(r.rss_bytes is not None or r.memory_limit_bytes for r in replicas):
+            print()
+            print_replicas(replicas, state.limits)
         print(f"\ngateway {state.gateway.url}  API key {state.gateway.api_key}")
         print(
             f"console {state.console.url}\n"

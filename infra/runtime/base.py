@@ -118,6 +118,11 @@ class Runtime(ABC):
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         """Set the replica count of the service's stable version; returns at once."""
 
+    def set_version_replicas(self, service: str, version: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of any version beside the stable one (below the rollouts:
+        a version the gateway shares by instance, as the lessons use it)."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot run a second version by hand yet")
+
     @abstractmethod
     def kill_replica(self, replica_id: str, signal: str = "KILL") -> ReplicaInfo:
         """Kill one replica without grace (a fault drill); the runtime restarts it."""

@@ -67,6 +67,9 @@ class DrillContext:
     op_start: float | None = None  # seconds since started_at
     op_end: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    # Measures a drill samples at its own pace (faster than the timeline's second):
+    # name -> [[seconds since the load started, value], ...]
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def now(self) -> float:
@@ -74,6 +77,10 @@ class DrillContext:
 
     def rel(self, unix: float) -> float:
         return round(unix - self.started_at, 2)
+
+    def sample(self, name: str, value: float, at: float | None = None) -> None:
+        """Add a point (``at``: seconds since the load started, by default now)."""
+        self.series.setdefault(name, []).append([self.now() if at is None else at, value])
 
     def event(self, message: str, at: float | None = None) -> None:
         t = self.now() if at is None else self.rel(at)
@@ -337,7 +344,8 @@ def _report(
         "platform_samples": len(sampler.samples),
         **{k: v for k, v in ctx.facts.items() if isinstance(v, (int, float, str))},
     }
-    timeline = [{k: v for k, v in row.items() if k not in ("rt_ms", "errors")} for row in rows]
+    raw = ("rt_ms", "rt_by_name", "completion_ms", "errors")
+    timeline = [{k: v for k, v in row.items() if k not in raw} for row in rows]
     finished = time.time()
     return {
         "drill": drill.name,
@@ -356,6 +364,7 @@ def _report(
         },
         "phases": [{"name": "baseline", "start": WARMUP, "end": ctx.op_start or WARMUP}],
         "timeline": timeline,
+        "series": ctx.series,
         "summary": summary,
         "slos": [asdict(s) for s in slos],
         "lost_orders": audit.lost[:50],

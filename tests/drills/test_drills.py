@@ -12,31 +12,18 @@ for speed.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from drill_support import meshctl, run_drill, slo
-
-from infra.process import free_port
+from drill_support import local_platform, meshctl, run_drill, slo
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("drills")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CONSUL_HTTP_ADDR", "RUNTIME")
-    }
-    env.update(MESH_HOME=str(home), GATEWAY_PORT=str(free_port()), RUNTIME="local")
-    up = meshctl(env, "up")
-    assert up.returncode == 0, up.stderr[-2000:]
-    yield env
-    meshctl(env, "down")
+    yield from local_platform(tmp_path_factory, "drills")
 
 
 def test_rolling(platform: dict[str, str], tmp_path: Path) -> None:
