@@ -68,6 +68,7 @@ class Lifecycle:
     draining: bool = False
     started: bool = False
     warmup: Warmup = field(default_factory=lambda: Warmup(0.0))
+    leak: Leak = field(default_factory=lambda: Leak(0, 0))
     deadline: float | None = None
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     # Run (concurrently) when draining starts, before the listener closes: deregistration
@@ -335,8 +336,8 @@ def create_app(
         body_limit_middleware(settings.MAX_BODY_BYTES),
     ]
     warmup = Warmup(settings.WARMUP_SECONDS)
+    leak = Leak(settings.LEAK_BYTES_PER_REQUEST, settings.LEAK_MAX_BYTES)
     if settings.WARMUP_SECONDS > 0 or settings.LEAK_BYTES_PER_REQUEST > 0:
-        leak = Leak(settings.LEAK_BYTES_PER_REQUEST, settings.LEAK_MAX_BYTES)
         chain.append(defects_middleware(warmup, leak))
     if injector is not None:
         chain.append(fault_middleware(injector))
@@ -345,7 +346,7 @@ def create_app(
     app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[LIFECYCLE] = Lifecycle(grace=settings.SHUTDOWN_GRACE_SECONDS, warmup=warmup)
+    app[LIFECYCLE] = Lifecycle(grace=settings.SHUTDOWN_GRACE_SECONDS, warmup=warmup, leak=leak)
 
     all_routes = [*_kit_routes(), *routes]
     document = build_openapi(

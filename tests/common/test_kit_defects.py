@@ -80,20 +80,20 @@ def test_the_leak_keeps_resident_memory_and_stops_at_its_bound() -> None:
 
 async def test_leaking_requests_only_business_ones(session: ClientSession) -> None:
     app = build(LEAK_BYTES_PER_REQUEST="1Mi", LEAK_MAX_BYTES="8Mi")
+    leak = app[LIFECYCLE].leak
     async with TestServer(app, host="127.0.0.1") as server:
-        process = psutil.Process()
-        before = process.memory_info().rss
         for _ in range(5):
             async with session.get(server.make_url("/readyz")) as response:
                 assert response.status == 200
-        probes = process.memory_info().rss - before
+        assert leak.total == 0, "probes must not leak"
         for _ in range(12):
             async with session.get(server.make_url("/hello")) as response:
                 assert response.status == 200
-        grown = process.memory_info().rss - before
-    assert probes < 2 * MIB, "probes must not leak"
-    # 8 of the 12 requests leaked 1 MiB each, then the release's own bound held.
-    assert 7 * MIB <= grown < 20 * MIB, f"{grown / MIB:.1f} MiB"
+    # 8 of the 12 requests leaked 1 MiB each, then the release's own bound held. (Whether the
+    # kept bytes are resident is the test above: here the allocator may reuse pages an
+    # earlier test freed, so this process's RSS says little.)
+    assert leak.total == 8 * MIB
+    assert len(leak.kept) == 8 and all(len(chunk) == MIB for chunk in leak.kept)
 
 
 async def test_readiness_probe_setting() -> None:

@@ -16,6 +16,13 @@ async def test_catalogue_lost_from_redis_is_seeded_again(
     placed = await client.place(unique("seed"), [{"sku": sku, "quantity": 2}])
     assert placed.status == 202, placed
     await client.terminal(placed.body["id"])
+
+    # The reservation becomes a sale on the confirmation event, just after the order is
+    # terminal: wait for it, or "before" may be read while the units are still reserved.
+    async def sold() -> bool:
+        return (await client.stock(sku))["reserved"] == 0
+
+    await eventually(sold, timeout=10, what="the reservation committed as sold")
     before = await client.stock(sku)
 
     assert await redis_client.delete(CATALOG_KEY) == 1
