@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -1401,3 +1402,189 @@ def crash_losses(
 
 
 DRILLS[RedisCrash.name] = RedisCrash
+
+
+# -- lesson-persistence: a Redis crash without persistence, then with it (issue 21) -----------
+class PersistenceHalf(LessonHalf, RedisCrash):
+    """One half of lesson-persistence: the redis-crash drill at one persistence mode."""
+
+    name = "lesson-persistence"
+    title = "Lesson: state without persistence"
+    description = "One half of lesson-persistence: Redis killed under load, then started again."
+    min_duration = 15.0
+
+    def measure(
+        self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit
+    ) -> dict[str, float | int | str]:
+        figures = self.measure_crash(ctx, audit)
+        # Lost orders against when they were accepted: the chart of the lesson.
+        lost = set(audit.lost)
+        count = 0
+        for order_id, at in sorted(audit.accepted_at.items(), key=lambda kv: kv[1]):
+            count += order_id in lost
+            ctx.sample("orders_lost", float(count), at=ctx.rel(at))
+        if "crashed_at" in ctx.facts:
+            figures["crash_at_s"] = ctx.rel(float(ctx.facts["crashed_at"]))
+        return figures
+
+
+class LessonPersistence(Lesson):
+    name = "lesson-persistence"
+    title = "Lesson: state without persistence"
+    description = (
+        "Kills Redis with SIGKILL under load and starts it again a second later: first with "
+        "persistence off, then with the append-only file (appendfsync everysec), same load."
+    )
+    mistake = (
+        "The mistake: state kept only in memory. A store that writes nothing to disk loses "
+        "everything when its process dies: here every order, the stock and the outbox are in "
+        "Redis, so a crash forgets every order the shop has already answered 202 for, and a "
+        "customer who asks about one gets a 404. With an append-only file (a volume on compose, "
+        "a persistent volume on Kubernetes) the same crash loses nothing it had answered: Redis "
+        "writes each change to the file before it replies, and everysec flushes the file to "
+        "disk every second, so only a crash of the whole machine could lose the last second."
+    )
+    modes: ClassVar[dict[str, str]] = {"wrong": "off", "right": "everysec"}
+    half_duration = 30.0
+
+    def half(self, role: Role) -> LessonHalf:
+        options = dataclasses.replace(self.options, persistence=self.modes[role])
+        return PersistenceHalf(options, self, role)
+
+    def expect(self, role: Role, measured: Mapping[str, Any]) -> list[SLO]:
+        if not measured.get("redis_crashed"):
+            return [SLO("redis crashed and started again", "both", "not done", False)]
+        lost = int(_number(measured, "orders_lost_outside_window") or 0)
+        before = int(_number(measured, "orders_accepted_before_window") or 0)
+        took = float(_number(measured, "accepting_again_s") or -1.0)
+        stuck = int(_number(measured, "orders_stuck_after_restart") or 0)
+        resumed = SLO(
+            "the shop takes orders again by itself and finishes them",
+            "accepting again, every order accepted after the restart terminal",
+            f"accepting after {took:.1f}s, {stuck} stuck" if took >= 0 else "not accepting",
+            took >= 0 and stuck == 0,
+        )
+        if role == "wrong":
+            harm = SLO(
+                "the mistake shows: orders answered 202 before the crash are lost",
+                "> 0 lost",
+                f"{lost} of {before} lost",
+                lost > 0,
+                "persistence off: Redis came back empty",
+            )
+            return [harm, resumed]
+        kept = SLO(
+            "nothing answered before the fsync window is lost",
+            "0 lost",
+            f"{lost} of {before} lost",
+            lost == 0 and before > 0,
+            f"{_shown(measured, 'orders_lost_in_window')} lost inside the "
+            f"{_shown(measured, 'fsync_window_s', ' s')} window",
+        )
+        return [kept, resumed]
+
+    def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
+        return [
+            ("persistence", "Redis's own setting", lambda m: str(m.get("persistence", "-"))),
+            (
+                "orders lost",
+                "accepted before the crash's fsync window",
+                lambda m: (
+                    f"{_shown(m, 'orders_lost_outside_window')} of "
+                    f"{_shown(m, 'orders_accepted_before_window')}"
+                ),
+            ),
+            ("orders lost", "inside the window", lambda m: _shown(m, "orders_lost_in_window")),
+            ("orders lost", "all accepted, not terminal", lambda m: _shown(m, "orders_lost")),
+            (
+                "accepting again",
+                "after Redis is back",
+                lambda m: _shown(m, "accepting_again_s", " s", 1),
+            ),
+            (
+                "stuck after the restart",
+                "accepted after, not terminal",
+                lambda m: _shown(m, "orders_stuck_after_restart"),
+            ),
+        ]
+
+    def charts(self) -> list[Chart]:
+        return [
+            Chart(
+                "lost",
+                "Orders lost, by when they were accepted",
+                "How many of the orders accepted up to each moment were lost (cumulative): "
+                "without persistence every order accepted before the crash is; with it, none.",
+                "orders lost",
+                lambda row: None,
+                step=True,
+                series="orders_lost",
+            ),
+            Chart(
+                "failures",
+                "Failed requests",
+                "Failed requests per second: while Redis is down the services answer 503.",
+                "failed requests per second",
+                lambda row: float(row.get("failures") or 0),
+            ),
+            Chart(
+                "p99",
+                "p99 latency",
+                "The 99th percentile of the response times of each second: the crash costs "
+                "both runs the same second or two; only what is kept differs.",
+                "ms (log scale)",
+                lambda row: row.get("p99_ms"),
+                log=True,
+            ),
+        ]
+
+    def fixes(self) -> list[Fix]:
+        return [
+            Fix(
+                "The local runtime (the default since this lesson)",
+                "dotenv",
+                "# .mesh/redis/ keeps an append-only file; always, everysec or off\n"
+                "MESH_REDIS_PERSISTENCE=everysec\n",
+            ),
+            Fix(
+                "docker-compose.yml: Redis on a named volume",
+                "yaml",
+                _yaml(
+                    {
+                        "services": {
+                            "redis": {
+                                "command": [
+                                    "redis-server",
+                                    "--appendonly",
+                                    "yes",
+                                    "--appendfsync",
+                                    "everysec",
+                                ],
+                                "volumes": ["redis-data:/data"],
+                            }
+                        },
+                        "volumes": {"redis-data": {}},
+                    }
+                ),
+            ),
+            Fix(
+                "Kubernetes: the Redis StatefulSet keeps /data on a persistent volume",
+                "yaml",
+                _yaml(
+                    {
+                        "volumeClaimTemplates": [
+                            {
+                                "metadata": {"name": "data"},
+                                "spec": {
+                                    "accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": "1Gi"}},
+                                },
+                            }
+                        ]
+                    }
+                ),
+            ),
+        ]
+
+
+LESSONS[LessonPersistence.name] = LessonPersistence

@@ -85,3 +85,18 @@ def test_lesson_limits(platform: dict[str, str], tmp_path: Path) -> None:
     # The platform is back where it was: no leaking replica left behind.
     state = json.loads(meshctl(platform, "status", "--json").stdout)
     assert {r["version"] for r in state["replicas"] if r["service"] == "orders"} == {"v1"}
+
+
+def test_lesson_persistence(platform: dict[str, str], tmp_path: Path) -> None:
+    """Last on this platform: its wrong half empties Redis (the orders of the other lessons)."""
+    out = tmp_path / "persistence"
+    report = run_lesson(platform, out, "lesson-persistence", "20s")
+    wrong, right = (report["halves"][r]["summary"] for r in ("wrong", "right"))
+    assert (wrong["persistence"], right["persistence"]) == ("off", "everysec")
+    assert wrong["orders_lost_outside_window"] > 0
+    assert right["orders_lost_outside_window"] == 0 and right["orders_accepted_before_window"] > 0
+    assert "appendonly" in "".join(f["text"] for f in report["fixes"])
+    absent_contrast_fails("lesson-persistence", out)
+    # Redis is back on the persistence it had before the lesson.
+    state = json.loads(meshctl(platform, "status", "--json").stdout)
+    assert state["infra"]["redis"]["persistence"] == "everysec"
