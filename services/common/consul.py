@@ -15,6 +15,7 @@ import consul
 import consul.aio
 
 from services.common.backoff import Backoff, sleep_unless
+from services.common.net import host_port
 from services.common.settings import ServiceSettings, go_duration
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ConsulRegistration:
 
     def definition(self) -> dict[str, Any]:
         s = self._settings
-        check_url = f"http://{s.advertise_address}:{s.PORT}/readyz"
+        check_url = f"http://{host_port(s.advertise_address, s.PORT)}/readyz"
         return {
             "name": s.SERVICE_NAME,
             "service_id": self.service_id,
