@@ -48,6 +48,11 @@ class Kube:
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        # What make k8s-up checks and cleans (infra/k8s/deploy.py).
+        self.batch = client.BatchV1Api(self.api_client)
+        self.storage = client.StorageV1Api(self.api_client)
+        self.registration = client.ApiregistrationV1Api(self.api_client)
+        self.extensions = client.ApiextensionsV1Api(self.api_client)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

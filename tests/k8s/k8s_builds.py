@@ -23,7 +23,7 @@ COMPONENTS = ("network-policies", "loadtest", "canary", "bluegreen", "keda")
 TEST_SECRETS = {
     "admin-token": "test-admin-token",
     "gateway-admin-token": "test-gateway-admin-token",
-    "api-keys": "test-api-key",
+    "api-keys": "test-api-key-0123456789",  # the gateway wants 16 characters or more
     "grafana-admin-password": "test-grafana-password",
 }
 

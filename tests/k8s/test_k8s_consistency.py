@@ -27,6 +27,7 @@ from k8s_checks import (
     check_addresses,
     check_metric_sources,
     check_weights_before_traffic,
+    container_env,
     containers,
     find,
     of_kind,
@@ -449,3 +450,32 @@ def test_prometheus_keeps_the_services_own_labels(builds: dict[str, Any], spec_i
     assert label_clashes(config, scraped) == [
         "job mesh-services: ['service', 'version'] would become exported_*"
     ]
+
+
+def consul_check_too_hasty(objs: list[Obj]) -> list[str]:
+    """An application's Consul check of /readyz must not give up sooner than the kubelet's
+    readiness probe of the same /readyz: else a pod Kubernetes finds ready drops out of Consul,
+    which the gateway routes by."""
+    from services.common.settings import ServiceSettings, _parse_duration
+
+    default = ServiceSettings.model_fields["CHECK_TIMEOUT"].default
+    errors = []
+    for dep in of_kind(objs, "Deployment"):
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            probe = c.get("readinessProbe") or {}
+            if (probe.get("httpGet") or {}).get("path") != "/readyz":
+                continue
+            env = container_env(objs, c)
+            consul = float(_parse_duration(env.get("CHECK_TIMEOUT", default)))
+            kubelet = float(probe.get("timeoutSeconds", 1))
+            if consul < kubelet:
+                errors.append(
+                    f"Deployment/{dep['metadata']['name']}: Consul's check times out after "
+                    f"{consul:g}s, the readiness probe after {kubelet:g}s"
+                )
+    return errors
+
+
+def test_consul_waits_for_readyz_as_long_as_the_kubelet(build: Build) -> None:
+    errors = consul_check_too_hasty(build.objects)
+    assert not errors, "\n".join(errors)

@@ -76,7 +76,10 @@ def manifests(path: Path) -> list[Obj]:
     """The documents of a manifest, parsed once per test run (each cluster copies them)."""
     if path not in _DOCS:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        _DOCS[path] = [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
+        docs = [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
+        for doc in docs:  # what the base's kustomize `labels` add to every object
+            doc["metadata"].setdefault("labels", {})["app.kubernetes.io/part-of"] = "mesh-demo"
+        _DOCS[path] = docs
     return _DOCS[path]
 
 
@@ -107,6 +110,7 @@ class FakeCluster:
         keda: bool = False,
         metrics_server: bool = True,
         nodes: list[Obj] | None = None,
+        storage_class: bool = True,
     ) -> None:
         """``keda``: the keda component is applied (ScaledObjects for the Kafka consumers
         here, their CPU HPAs gone) and KEDA's operator runs. ``metrics_server``: whether the
@@ -137,6 +141,8 @@ class FakeCluster:
         self.nodes = nodes if nodes is not None else [node("kind-control-plane")]
         self.scaled_objects: dict[str, Obj] = {}
         self.keda_installed = keda
+        self.storage_class = storage_class
+        self.jobs: dict[str, Obj] = {}
         # Ready pods per version of each service, every time they changed (oldest first).
         self.ready_log: dict[str, list[dict[str, int]]] = {}
         counts = {
@@ -662,6 +668,45 @@ class FakeCluster:
             return self._scaled_object_request(method, m.group(1), body, ctype)
         if path == "/api/v1/nodes":
             return 200, _list("NodeList", "v1", self.nodes), {}
+        if path == "/apis/storage.k8s.io/v1/storageclasses":
+            classes = [storage_class("standard")] if self.storage_class else []
+            return 200, _list("StorageClassList", "storage.k8s.io/v1", classes), {}
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        if path == f"{crds}/scaledobjects.keda.sh":
+            if not self.keda_installed:
+                return _not_found(
+                    "customresourcedefinitions.apiextensions.k8s.io", path.rsplit("/", 1)[1]
+                )
+            return (
+                200,
+                {
+                    "kind": "CustomResourceDefinition",
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "metadata": {"name": "scaledobjects.keda.sh"},
+                    "spec": {
+                        "group": "keda.sh",
+                        "names": {"kind": "ScaledObject", "plural": "scaledobjects"},
+                        "scope": "Namespaced",
+                        "versions": [],
+                    },
+                },
+                {},
+            )
+        if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs(?:/([^/]+))?", path):
+            if m.group(1) is None:
+                items = [
+                    j
+                    for j in self.jobs.values()
+                    if matches(j["metadata"].get("labels", {}), selector)
+                ]
+                return 200, _list("JobList", "batch/v1", items), {}
+            if m.group(1) not in self.jobs:
+                return _not_found("jobs.batch", m.group(1))
+            job = self.jobs[m.group(1)]
+            if method == "DELETE":
+                del self.jobs[m.group(1)]
+                return _deleted("batch", "jobs", job)
+            return 200, copy.deepcopy(job), {}
         if path == "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io":
             if not self.metrics_server:
                 return _not_found("apiservices.apiregistration.k8s.io", "v1beta1.metrics.k8s.io")
@@ -1308,8 +1353,16 @@ def node(name: str, *, taints: list[Obj] | None = None, unschedulable: bool = Fa
             "capacity": {"cpu": "8", "memory": "16420464Ki", "pods": "110"},
             "conditions": [_cond("Ready", "True", "KubeletReady", "kubelet is posting ready")],
             "nodeInfo": {
-                "kubeletVersion": "v1.32.2",
+                "architecture": "amd64",
+                "bootID": "5f0c9d6e-1b2a-4e3c-8d7f-0a1b2c3d4e5f",
                 "containerRuntimeVersion": "containerd://2.0.3",
+                "kernelVersion": "6.1.0-27-amd64",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.32.2",
+                "machineID": "0123456789abcdef0123456789abcdef",
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": "0123456789abcdef0123456789abcdef",
             },
         },
     }
@@ -1318,6 +1371,39 @@ def node(name: str, *, taints: list[Obj] | None = None, unschedulable: bool = Fa
     if unschedulable:
         doc["spec"]["unschedulable"] = True
     return doc
+
+
+def storage_class(name: str) -> Obj:
+    """kind's default StorageClass (the local-path provisioner)."""
+    return {
+        "kind": "StorageClass",
+        "apiVersion": "storage.k8s.io/v1",
+        "metadata": {
+            "name": name,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "rancher.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
+def job(name: str, *, succeeded: int = 0, suspend: bool = False, active: int = 0) -> Obj:
+    return {
+        "kind": "Job",
+        "apiVersion": "batch/v1",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": hashlib.md5(name.encode()).hexdigest(),
+            "labels": {"app.kubernetes.io/part-of": "mesh-demo", NAME: name},
+        },
+        "spec": {
+            "suspend": suspend,
+            "template": {"metadata": {}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}},
+        },
+        "status": {k: v for k, v in (("succeeded", succeeded), ("active", active)) if v},
+    }
 
 
 def metrics_api_service() -> Obj:
