@@ -77,7 +77,9 @@ k8s-secrets: ## Write k8s/overlays/$(K8S_OVERLAY)/secrets.env with random values
 	bash k8s/scripts/gen-secrets.sh $(K8S_OVERLAY)
 
 k8s-up: install k8s-secrets ## Deploy to the current kubectl context and wait until ready: checks first, builds and loads the images (kind, minikube, k3d; REGISTRY=host/prefix pushes); K8S_OVERLAY=dev|prod K8S_COMPONENTS=loadtest,canary AUTOSCALE=0
-	KUBECTL=$(KUBECTL) K8S_OVERLAY=$(K8S_OVERLAY) $(BIN)/python -m infra.k8s.deploy up
+	KUBECTL='$(KUBECTL)' K8S_OVERLAY='$(K8S_OVERLAY)' K8S_COMPONENTS='$(K8S_COMPONENTS)' \
+	  REGISTRY='$(REGISTRY)' AUTOSCALE='$(AUTOSCALE)' BASE_IMAGE='$(BASE_IMAGE)' \
+	  $(BIN)/python -m infra.k8s.deploy up
 
 k8s-down: ## Delete the mesh namespace from the current kubectl context (volumes included)
 	$(KUBECTL) delete namespace mesh --ignore-not-found

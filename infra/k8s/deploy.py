@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="deploy to the current kubectl context and wait until ready")
-    p.add_argument("--overlay", default=os.environ.get("K8S_OVERLAY", "dev"))
+    p.add_argument("--overlay", default=os.environ.get("K8S_OVERLAY") or "dev")
     p.add_argument("--components", default=os.environ.get("K8S_COMPONENTS", ""))
     p.add_argument("--registry", default=os.environ.get("REGISTRY") or None)
     p.add_argument(
@@ -560,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         default=os.environ.get("AUTOSCALE", "1") != "0",
     )
-    p.add_argument("--timeout", type=float, default=float(os.environ.get("K8S_TIMEOUT", "900")))
-    p.add_argument("--kubectl", default=os.environ.get("KUBECTL", "kubectl"))
+    p.add_argument("--timeout", type=float, default=float(os.environ.get("K8S_TIMEOUT") or 900))
+    p.add_argument("--kubectl", default=os.environ.get("KUBECTL") or "kubectl")
     args = parser.parse_args(argv)
     try:
         up(args)

@@ -285,6 +285,9 @@ def test_readme_documents_every_component_and_overlay() -> None:
     readme = (K8S / "README.md").read_text()
     for name in (*COMPONENTS, "overlays/dev", "overlays/prod"):
         assert name in readme, name
+    # What a first `make k8s-up` needs beyond a cluster, and the step-by-step for kind.
+    for needed in ("### On kind, step by step", "metrics-server", "minikube", "k3d", "REGISTRY"):
+        assert needed in readme, needed
     on_disk = {p.name for p in (K8S / "components").iterdir() if p.is_dir()}
     assert on_disk == set(COMPONENTS)
 

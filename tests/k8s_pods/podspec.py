@@ -136,6 +136,7 @@ class Container:
     probes: list[Probe] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)  # files the env and args name
     grace: int = 30
+    pre_stop: int = 0  # seconds of a preStop sleep, which the grace period includes
 
     @property
     def ident(self) -> str:
@@ -361,6 +362,9 @@ def container_plan(objs: list[Obj], pod: Pod, c: Obj, init: bool, pod_ip: str) -
         probes=probes,
         paths=named_paths(env, [*command, *args]),
         grace=int(pod.spec.get("terminationGracePeriodSeconds", 30)),
+        pre_stop=int(
+            ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0)
+        ),
     )
 
 

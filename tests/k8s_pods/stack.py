@@ -57,6 +57,25 @@ def docker(
     return result
 
 
+# What stands in for the collector: 200 to every request, on the ports its pod spec names.
+OTLP_SINK = """
+import http.server, threading
+class Sink(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+servers = [http.server.ThreadingHTTPServer(("0.0.0.0", p), Sink) for p in (4318, 8888, 13133)]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+servers[0].serve_forever()
+"""
+
+
 @dataclass(frozen=True)
 class Substitute:
     """A stand-in for an image that cannot be pulled here. ``argv``: the stand-in's own
@@ -106,6 +125,15 @@ SUBSTITUTES = {
         "redis",
         "redis:7.4.6 cannot be pulled here: Debian's redis-server 7.0 runs the pod's own "
         "command, args and probes",
+    ),
+    ("Deployment", "otel-collector"): Substitute(
+        "consul-dev",
+        "otel/opentelemetry-collector-contrib cannot be pulled here: an OTLP/HTTP sink (Python's "
+        "http.server in a project image) answers the services' span exports on 4318 and the "
+        "probes on 13133, so that no service waits on an absent collector (the OTel SDK retries "
+        "an export for ~10 s, at shutdown too)",
+        argv=("python", "-c", OTLP_SINK),
+        env=(),
     ),
     ("Job", "kafka-topics"): Substitute(
         "gateway",
@@ -464,11 +492,14 @@ class Stack:
         return int(text) if text.isdigit() else None
 
     def stop_gracefully(self, result: Result) -> None:
-        """``docker stop`` with the pod's grace period: SIGTERM, then SIGKILL at the end."""
+        """What the kubelet does: the preStop sleep, then SIGTERM, then SIGKILL when the grace
+        period (which counts from the start of preStop) is over: ``docker stop`` with what is
+        left of it after the sleep."""
+        c = result.container
+        time.sleep(c.pre_stop)
         started = time.monotonic()
-        docker(
-            "stop", "-t", str(result.container.grace), result.docker_name, timeout=120, check=False
-        )
+        left = max(1, c.grace - c.pre_stop)
+        docker("stop", "-t", str(left), result.docker_name, timeout=120, check=False)
         code = self.exit_code(result.docker_name)
         result.stop = (code if code is not None else -1, time.monotonic() - started)
 

@@ -56,7 +56,7 @@ def test_an_app_container_gets_its_env_user_and_security(rendered: list[Obj]) ->
     )
     assert c.cap_drop == ["ALL"] and c.memory == 256 << 20 and c.cpus == 0.3
     assert c.scratch == {"/tmp": (0o2777, 10001)}  # emptyDir with the pod's fsGroup
-    assert (c.entrypoint, c.cmd) == (None, None)  # the image's own
+    assert (c.entrypoint, c.cmd, c.grace, c.pre_stop) == (None, None, 30, 5)  # image defaults
     assert [p.kind for p in c.probes] == ["startupProbe", "readinessProbe", "livenessProbe"]
     assert c.port("http") == 8080
     argv = run_argv(c, "x", "sandbox", True, {"/tmp": "/host/tmp"})
