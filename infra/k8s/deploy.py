@@ -492,7 +492,13 @@ def wait_ready(kube: Kube, timeout: float, poll: float = 2.0) -> float:
 
 
 def current_context(kubectl: str) -> str:
-    return run([kubectl, "config", "current-context"], "kubectl config current-context").strip()
+    try:
+        return run([kubectl, "config", "current-context"], "kubectl config current-context").strip()
+    except DeployError as exc:
+        raise DeployError(
+            f"no kubectl context ({exc}): create a cluster (kind create cluster --name mesh, "
+            "k8s/README.md) or choose one (kubectl config use-context NAME)"
+        ) from None
 
 
 def up(args: argparse.Namespace) -> float:
