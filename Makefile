@@ -76,17 +76,15 @@ clean: ## Stop everything and remove .venv, .mesh (compose volumes too) and cach
 # -- Kubernetes (kubectl + kustomize; see k8s/README.md) -------------------------------------
 K8S_OVERLAY ?= dev
 KUBECTL ?= kubectl
-.PHONY: k8s-secrets k8s-up k8s-down k8s-status k8s-validate
+.PHONY: k8s-secrets k8s-up k8s-down k8s-status k8s-validate test-k8s-pods
 
 k8s-secrets: ## Write k8s/overlays/$(K8S_OVERLAY)/secrets.env with random values if missing
 	bash k8s/scripts/gen-secrets.sh $(K8S_OVERLAY)
 
-k8s-up: k8s-secrets ## Deploy to the current kubectl context (K8S_OVERLAY=dev|prod), wait until ready
-	$(KUBECTL) apply -k k8s/overlays/$(K8S_OVERLAY)
-	@for s in kafka consul redis; do $(KUBECTL) -n mesh rollout status statefulset/$$s --timeout=600s || exit 1; done
-	$(KUBECTL) -n mesh wait --for=condition=Complete job/kafka-topics --timeout=600s
-	$(KUBECTL) -n mesh wait --for=condition=Available deployment --all --timeout=600s
-	@echo "gateway: kubectl -n mesh port-forward svc/gateway 8080:8080 (UIs: k8s/README.md)"
+k8s-up: install k8s-secrets ## Deploy to the current kubectl context and wait until ready: checks first, builds and loads the images (kind, minikube, k3d; REGISTRY=host/prefix pushes); K8S_OVERLAY=dev|prod K8S_COMPONENTS=loadtest,canary AUTOSCALE=0
+	KUBECTL='$(KUBECTL)' K8S_OVERLAY='$(K8S_OVERLAY)' K8S_COMPONENTS='$(K8S_COMPONENTS)' \
+	  REGISTRY='$(REGISTRY)' AUTOSCALE='$(AUTOSCALE)' BASE_IMAGE='$(BASE_IMAGE)' \
+	  $(BIN)/python -m infra.k8s.deploy up
 
 k8s-down: ## Delete the mesh namespace from the current kubectl context (volumes included)
 	$(KUBECTL) delete namespace mesh --ignore-not-found
@@ -97,6 +95,9 @@ k8s-status: ## Show workloads, autoscalers, budgets, Services and pods of the me
 
 k8s-validate: install ## Build every overlay and component combination and check them offline
 	$(BIN)/python -m pytest tests/k8s -q
+
+test-k8s-pods: install ## Every container of the dev overlay run on Docker as its pod spec says, probed (skips loudly without an engine)
+	bash tests/k8s_pods/run.sh
 
 # -- load (Locust against the running platform; see loadtests/README.md) -----------------------
 LOCUST_PORT ?= 8089

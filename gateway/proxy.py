@@ -46,6 +46,7 @@ from gateway.upstream import Answer, Failure, UpstreamConnection, UpstreamError,
 from services.common.errors import ApiError
 from services.common.metrics import LabelCache
 from services.common.middleware import request_id_for
+from services.common.net import host_port
 from services.common.redis import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ class Proxy:
                 break
             tried.add(instance.id)
             client_span, traceparent = self._traceparent(span, instance, request.method)
-            head = [start_line, f"Host: {instance.address}:{instance.port}\r\n".encode()]
+            head = [start_line, f"Host: {host_port(instance.address, instance.port)}\r\n".encode()]
             if traceparent:
                 head.append(b"traceparent: " + traceparent + b"\r\n")
             data = b"".join([*head, *common, b"\r\n", body])

@@ -332,6 +332,8 @@ class Autoscale(Drill):
         ctx.facts["replicas_before"] = ensure_replicas(ctx, service, 1)
         ctx.facts["faults_before"] = ctx.runtime.faults(service)
         ctx.runtime.set_faults(service, FaultSettings(latency_ms=self.slow_dependency_ms))
+        # Put back what was there: off on local, on (the HPAs) on k8s.
+        ctx.facts["autoscale_before"] = ctx.runtime.autoscale().enabled
         ctx.runtime.autoscale(True)
         ctx.facts["operation"] = f"spike {self.rate:g} -> {self.spike_rate:g} arrivals/s"
 
@@ -352,7 +354,7 @@ class Autoscale(Drill):
         ctx.event(f"{service}: {current()[1]} replicas ready")
 
     def restore(self, ctx: DrillContext) -> None:
-        ctx.runtime.autoscale(False)
+        ctx.runtime.autoscale(bool(ctx.facts.pop("autoscale_before", False)))
         ctx.runtime.set_faults(self.options.service, ctx.facts.pop("faults_before", None))
         before = ctx.facts.get("replicas_before")
         if isinstance(before, int):

@@ -15,6 +15,7 @@ import consul
 import consul.aio
 
 from services.common.backoff import Backoff, sleep_unless
+from services.common.net import host_port
 from services.common.settings import ServiceSettings, go_duration
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class ConsulRegistration:
             # No readiness probe: the port answering is all the registry learns.
             check = consul.Check.tcp(s.advertise_address, s.PORT, **timing)
         else:
-            check = consul.Check.http(f"http://{s.advertise_address}:{s.PORT}/readyz", **timing)
+            check_url = f"http://{host_port(s.advertise_address, s.PORT)}/readyz"
+            check = consul.Check.http(check_url, **timing)
         return {
             "name": s.SERVICE_NAME,
             "service_id": self.service_id,
