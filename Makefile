@@ -97,7 +97,7 @@ k8s-validate: install ## Build every overlay and component combination and check
 	$(BIN)/python -m pytest tests/k8s -q
 
 test-k8s-pods: install ## Every container of the dev overlay run on Docker as its pod spec says, probed (skips loudly without an engine)
-	bash tests/k8s_pods/run.sh
+	$(BIN)/python tests/k8s_pods/run.py
 
 # -- load (Locust against the running platform; see loadtests/README.md) -----------------------
 LOCUST_PORT ?= 8089

@@ -52,10 +52,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def list_drills() -> int:
     from loadtests.drills.catalog import DRILLS, LESSONS
 
+    width = max(map(len, [*DRILLS, *LESSONS]))
     for name, drill in DRILLS.items():
-        print(f"{name:15} {drill.title} ({drill.default_duration:g}s)")
+        print(f"{name:{width}}  {drill.title} ({drill.default_duration:g}s)")
     for name, lesson in LESSONS.items():
-        print(f"{name:15} [lesson] {lesson.title} (2 x {lesson.half_duration:g}s)")
+        print(f"{name:{width}}  [lesson] {lesson.title} (2 x {lesson.half_duration:g}s)")
     return 0
 
 

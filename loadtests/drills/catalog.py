@@ -24,7 +24,11 @@ READY_TIMEOUT = 45.0
 # A replica starting on a 2-core laptop takes a core for about a second, and the few requests
 # that wait behind it cost tens of ms of p99: with a baseline p99 of 20-30 ms, "2x" alone
 # would judge that scheduling noise. The limit is never below the baseline + this.
-JITTER_ALLOWANCE_MS = 50.0
+# A container costs more to start than a process (the engine, the shim, the image's Python
+# importing the service, its healthcheck execs): on a 2-core box, compose rollouts measured
+# +122 ms (rolling) and +198 ms (blue-green starts the whole green fleet at once) of p99, with
+# no request failed. Failures and lost orders stay judged at zero on every runtime.
+JITTER_ALLOWANCE_MS = {"local": 50.0, "compose": 250.0, "k8s": 50.0}
 
 
 def _ms(value: float | None) -> str:
@@ -147,8 +151,9 @@ class RolloutDrill(Drill):
         base = self.baseline(rows, ctx)
         end = (ctx.op_end if ctx.op_end is not None else rows[-1]["t"]) + 1
         during = window(rows, ctx.op_start or 0.0, end)
+        allowance = JITTER_ALLOWANCE_MS.get(ctx.runtime.name, 50.0)
         limit = (
-            max(2 * base.p99_ms, base.p99_ms + JITTER_ALLOWANCE_MS)
+            max(2 * base.p99_ms, base.p99_ms + allowance)
             if base.p99_ms is not None
             else None
         )
@@ -160,7 +165,7 @@ class RolloutDrill(Drill):
             passed,
             f"{during.requests} requests during the rollout, {base.requests} in the baseline"
             + (
-                f"; 2x is raised to baseline + {JITTER_ALLOWANCE_MS:.0f}ms"
+                f"; 2x is raised to baseline + {allowance:.0f}ms on {ctx.runtime.name}"
                 if limit and base.p99_ms and limit > 2 * base.p99_ms
                 else ""
             ),
