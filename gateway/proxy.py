@@ -291,12 +291,8 @@ class Proxy:
             elapsed = time.perf_counter() - started
             version = attempt.instance.version if attempt is not None else "none"
             if route is not None:
-                self.cache(
-                    self.metrics.requests, route.prefix, route.service, version, str(status)
-                ).inc()
-                self.cache(self.metrics.latency, route.prefix, route.service, version).observe(
-                    elapsed
-                )
+                self.metrics.requests.inc((route.prefix, route.service, version, str(status)))
+                self.metrics.latency.observe((route.prefix, route.service, version), elapsed)
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
@@ -399,8 +395,8 @@ class Proxy:
                 self.cache(self.metrics.ejections, route.service, instance.id).inc()
                 log.warning("ejected", extra={"upstream": route.service, "instance": instance.id})
             outcome = "ok" if ok else (attempt.failure or str(attempt.status))
-            self.cache(self.metrics.attempts, route.service, instance.version, outcome).observe(
-                time.perf_counter() - started
+            self.metrics.attempts.observe(
+                (route.service, instance.version, outcome), time.perf_counter() - started
             )
         return attempt
 
