@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Gauge
 
@@ -42,6 +42,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
 from gateway.server import ClientConnection, Request
 from gateway.settings import GatewaySettings
+from gateway.spans import ProxySpan, RecordedSpan, Spans
 from gateway.upstream import Answer, Failure, UpstreamConnection, UpstreamError, UpstreamPool
 from services.common.errors import ApiError
 from services.common.metrics import LabelCache
@@ -101,7 +102,9 @@ class Proxy:
         )
         self.cache = LabelCache()
         self.tracing = not settings.OTEL_SDK_DISABLED
-        self.tracer = trace.get_tracer("gateway")
+        self.spans = (
+            Spans(trace.get_tracer_provider().get_tracer("gateway")) if self.tracing else None
+        )
         self.propagator = TraceContextTextMapPropagator()
         self.upstreams: UpstreamPool | None = None
         # Set by the front once the control plane listens (see gateway.app).
@@ -204,8 +207,8 @@ class Proxy:
             )
 
     # -- tracing -----------------------------------------------------------------------------
-    def _server_span(self, request: Request, raw_path: bytes) -> Span:
-        if not self.tracing:
+    def _server_span(self, request: Request, raw_path: bytes) -> ProxySpan:
+        if self.spans is None:
             return INVALID_SPAN
         parent = None
         traceparent = request.lookup.get(b"traceparent")
@@ -215,7 +218,7 @@ class Proxy:
             if tracestate is not None:
                 carrier["tracestate"] = tracestate.decode("latin-1")
             parent = self.propagator.extract(carrier)
-        span = self.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        span = self.spans.start(request.method, SpanKind.SERVER, parent)
         if span.is_recording():
             span.set_attributes(
                 {
@@ -228,15 +231,18 @@ class Proxy:
             )
         return span
 
-    def _traceparent(self, server: Span, instance: Instance, method: str) -> tuple[Span, bytes]:
+    def _traceparent(
+        self, server: ProxySpan, instance: Instance, method: str
+    ) -> tuple[ProxySpan, bytes]:
         """The attempt's CLIENT span (when sampled) and the ``traceparent`` to send."""
         span = server
-        if server.is_recording():
-            span = self.tracer.start_span(
+        if isinstance(server, RecordedSpan):
+            assert self.spans is not None
+            span = self.spans.child(
+                server,
                 method,
-                context=trace.set_span_in_context(server),
-                kind=SpanKind.CLIENT,
-                attributes={
+                SpanKind.CLIENT,
+                {
                     "http.request.method": method,
                     "server.address": instance.address,
                     "server.port": instance.port,
@@ -310,7 +316,7 @@ class Proxy:
         route: Route,
         target: str,
         pin: str | None,
-        span: Span,
+        span: ProxySpan,
         echo: bytes,
     ) -> tuple[Attempt | None, int]:
         pool = self.discovery.pools[route.service]
@@ -490,7 +496,7 @@ class Proxy:
         attempt: Attempt | None,
         attempts: int,
         elapsed: float,
-        span: Span,
+        span: ProxySpan,
         request_id: bytes,
     ) -> None:
         assert self.access_log is not None
