@@ -160,7 +160,8 @@ class Proxy:
             if "%2f" in text.lower():
                 raise self._reject("invalid_path", 400, "encoded slashes are refused")
             path = unquote(text)
-        if any(segment in (".", "..") for segment in path.split("/")):
+        # The path starts with "/", so a dot segment always follows one.
+        if "/." in path and any(segment in (".", "..") for segment in path.split("/")):
             raise self._reject("invalid_path", 400, "dot segments and encoded slashes are refused")
         route = self.table.match(path)
         if route is None:
@@ -279,7 +280,8 @@ class Proxy:
                 span.update_name(f"{method} {route.prefix}")
                 span.set_attribute("http.route", route.prefix)
             key = self._authenticate(request)
-            await self._rate_limit(key)
+            if self.limiter is not None and not self.limiter.take_local(key):
+                await self._rate_limit(key)
             pin = request.header(b"x-mesh-version")
             if pin is not None and not _VERSION.match(pin):
                 raise self._reject("invalid_version", 400, f"{VERSION_HEADER} must look like v2")
@@ -337,7 +339,7 @@ class Proxy:
                 break
             tried.add(instance.id)
             client_span, traceparent = self._traceparent(span, instance, request.method)
-            head = [start_line, f"Host: {instance.address}:{instance.port}\r\n".encode()]
+            head = [start_line, instance.host_line]
             if traceparent:
                 head.append(b"traceparent: " + traceparent + b"\r\n")
             data = b"".join([*head, *common, b"\r\n", body])
