@@ -28,21 +28,17 @@ browser: ## Install Debian chromium when missing (the web page tests drive /usr/
 	  { echo "browser: install Debian chromium (apt-get install chromium)"; exit 1; }
 
 up: install ## Start the platform (RUNTIME=local|compose|k8s; default local), the console on local, and print where they run
-ifeq ($(RUNTIME),compose)
-	bash infra/docker/compose-up.sh
-else ifeq ($(RUNTIME),k8s)
+ifeq ($(RUNTIME),k8s)
 	$(MAKE) k8s-up
 else
-	$(MESHCTL) up
+	RUNTIME=$(RUNTIME) $(MESHCTL) up
 endif
 
 down: install ## Stop the platform; leaves no process behind
-ifeq ($(RUNTIME),compose)
-	bash infra/docker/compose-down.sh
-else ifeq ($(RUNTIME),k8s)
+ifeq ($(RUNTIME),k8s)
 	$(MAKE) k8s-down
 else
-	$(MESHCTL) down
+	RUNTIME=$(RUNTIME) $(MESHCTL) down
 endif
 
 status: install ## Show every part of the platform, where it came from and its health
@@ -73,24 +69,22 @@ lint: install ## ruff on everything, mypy on the package code
 
 clean: ## Stop everything and remove .venv, .mesh (compose volumes too) and caches
 	-@test -x $(MESHCTL) && $(MESHCTL) down >/dev/null 2>&1 || true
-	-@bash infra/docker/compose-down.sh --volumes >/dev/null 2>&1 || true
+	-@test -x $(MESHCTL) && RUNTIME=compose MESH_COMPOSE_DOWN_VOLUMES=1 $(MESHCTL) down >/dev/null 2>&1 || true
 	rm -rf $(VENV) .mesh .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # -- Kubernetes (kubectl + kustomize; see k8s/README.md) -------------------------------------
 K8S_OVERLAY ?= dev
 KUBECTL ?= kubectl
-.PHONY: k8s-secrets k8s-up k8s-down k8s-status k8s-validate
+.PHONY: k8s-secrets k8s-up k8s-down k8s-status k8s-validate test-k8s-pods
 
 k8s-secrets: ## Write k8s/overlays/$(K8S_OVERLAY)/secrets.env with random values if missing
 	bash k8s/scripts/gen-secrets.sh $(K8S_OVERLAY)
 
-k8s-up: k8s-secrets ## Deploy to the current kubectl context (K8S_OVERLAY=dev|prod), wait until ready
-	$(KUBECTL) apply -k k8s/overlays/$(K8S_OVERLAY)
-	@for s in kafka consul redis; do $(KUBECTL) -n mesh rollout status statefulset/$$s --timeout=600s || exit 1; done
-	$(KUBECTL) -n mesh wait --for=condition=Complete job/kafka-topics --timeout=600s
-	$(KUBECTL) -n mesh wait --for=condition=Available deployment --all --timeout=600s
-	@echo "gateway: kubectl -n mesh port-forward svc/gateway 8080:8080 (UIs: k8s/README.md)"
+k8s-up: install k8s-secrets ## Deploy to the current kubectl context and wait until ready: checks first, builds and loads the images (kind, minikube, k3d; REGISTRY=host/prefix pushes); K8S_OVERLAY=dev|prod K8S_COMPONENTS=loadtest,canary AUTOSCALE=0
+	KUBECTL='$(KUBECTL)' K8S_OVERLAY='$(K8S_OVERLAY)' K8S_COMPONENTS='$(K8S_COMPONENTS)' \
+	  REGISTRY='$(REGISTRY)' AUTOSCALE='$(AUTOSCALE)' BASE_IMAGE='$(BASE_IMAGE)' \
+	  $(BIN)/python -m infra.k8s.deploy up
 
 k8s-down: ## Delete the mesh namespace from the current kubectl context (volumes included)
 	$(KUBECTL) delete namespace mesh --ignore-not-found
@@ -101,6 +95,9 @@ k8s-status: ## Show workloads, autoscalers, budgets, Services and pods of the me
 
 k8s-validate: install ## Build every overlay and component combination and check them offline
 	$(BIN)/python -m pytest tests/k8s -q
+
+test-k8s-pods: install ## Every container of the dev overlay run on Docker as its pod spec says, probed (skips loudly without an engine)
+	bash tests/k8s_pods/run.sh
 
 # -- load (Locust against the running platform; see loadtests/README.md) -----------------------
 LOCUST_PORT ?= 8089
@@ -114,9 +111,9 @@ load: install ## Locust on the running platform: web UI on 127.0.0.1:LOCUST_PORT
 # -- drills (an operation under load, measured; see loadtests/README.md) ------------------------
 .PHONY: drill
 
-drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart [DURATION=60s]
+drill: install ## Rehearse an operation under load and write a report: NAME=rolling|bluegreen|canary|canary-bad|autoscale|kill-replica|broker-restart|redis-crash, or a lesson: lesson-probes|lesson-limits [DURATION=60s] [PERSISTENCE=always|everysec|off]
 	@test -n "$(NAME)" || { $(MESHCTL) drill list; echo "usage: make drill NAME=rolling [DURATION=60s]" >&2; exit 2; }
-	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION))
+	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION)) $(if $(PERSISTENCE),--persistence $(PERSISTENCE))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
 .PHONY: bench bench-tools bench-gateway bench-saga bench-console bench-report
@@ -145,17 +142,17 @@ bench-report: install ## Draw reports/bench/index.html (PNG charts, figures.json
 # -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
 .PHONY: compose-up compose-down compose-clean compose-images test-compose
 
-compose-up: ## Start the platform on Docker Compose (engine installed/started if root), print URLs
-	bash infra/docker/compose-up.sh
+compose-up: install ## Start the platform on Docker Compose (= make up RUNTIME=compose), print URLs
+	RUNTIME=compose $(MESHCTL) up
 
-compose-down: ## Stop the compose stack; volumes stay
-	bash infra/docker/compose-down.sh
+compose-down: install ## Stop the compose stack; volumes stay
+	RUNTIME=compose $(MESHCTL) down
 
-compose-clean: ## Stop the compose stack and remove its volumes
-	bash infra/docker/compose-down.sh --volumes
+compose-clean: install ## Stop the compose stack and remove its volumes
+	RUNTIME=compose MESH_COMPOSE_DOWN_VOLUMES=1 $(MESHCTL) down
 
-compose-images: ## Build every project image (BASE_IMAGE=python:3.12-slim by default, or local)
+compose-images: install ## Build every project image (BASE_IMAGE=python:3.12-slim by default, or local)
 	bash infra/docker/build-images.sh --base $(or $(BASE_IMAGE),python:3.12-slim)
 
-test-compose: install ## Compose runtime end to end on a real engine (skips loudly without one)
-	bash infra/docker/test-compose.sh
+test-compose: install ## Compose runtime end to end on a real engine, Compose v2, drills included (skips loudly without one)
+	$(BIN)/python tests/compose/run.py

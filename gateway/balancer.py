@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.common.net import host_port
+
 Strategy = Literal["least_outstanding", "round_robin"]
 
 
@@ -50,7 +52,7 @@ class Instance:
     @functools.cached_property
     def host_line(self) -> bytes:
         """The ``Host`` header line of a request to this instance, encoded once."""
-        return f"Host: {self.address}:{self.port}\r\n".encode()
+        return f"Host: {host_port(self.address, self.port)}\r\n".encode()
 
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until

@@ -36,6 +36,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _in_cgroup(cgroup: Path, die_with_parent: bool) -> Callable[[], None]:
+    procs = str(cgroup / "cgroup.procs")
+
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        # "0" moves the writer itself: the service starts inside its limits, never outside.
+        with open(procs, "w") as fh:
+            fh.write("0")
+        if die_with_parent:
+            _die_with_parent()
+
+    return preexec
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -124,7 +137,8 @@ class ManagedProcess:
 
     ``detached=False`` (the default) ties the child's life to this process: if we die, the
     kernel terminates it. ``detached=True`` is for parts that must outlive the command that
-    started them (``meshctl infra up``); they are stopped later by pid.
+    started them (``meshctl infra up``); they are stopped later by pid. ``cgroup``: a cgroup
+    v2 folder the child starts in (its resource limits).
     """
 
     def __init__(
@@ -136,8 +150,10 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         detached: bool = False,
+        cgroup: Path | None = None,
     ) -> None:
         self.name = name
+        self.cgroup = cgroup
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
@@ -154,6 +170,9 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env} if self.env is not None else None
+        preexec = None if self.detached else _die_with_parent
+        if self.cgroup is not None:
+            preexec = _in_cgroup(self.cgroup, die_with_parent=not self.detached)
         with open(self.log_path, "ab") as log:
             try:
                 self.popen = subprocess.Popen(
@@ -164,7 +183,7 @@ class ManagedProcess:
                     env=env,
                     cwd=self.cwd,
                     start_new_session=True,
-                    preexec_fn=None if self.detached else _die_with_parent,
+                    preexec_fn=preexec,
                 )
             except FileNotFoundError as exc:
                 raise StartError(f"{self.name}: binary not found: {self.argv[0]}") from exc

@@ -2,6 +2,7 @@
 
     python -m loadtests.bench_saga [--orders 6000] [--rate 330] [--concurrency 64]
                                    [--env NAME=VALUE ...] [--profile] [--keep]
+                                   [--redis-persistence off,everysec,always [--rounds 3]]
 
 Starts its own infrastructure (tansu, valkey/redis, the Consul registry) in a temporary home
 and one replica of each service (payments with 5 ms latency and no failures, logs at WARNING,
@@ -20,6 +21,13 @@ observed on ``order.confirmed``/``order.cancelled`` with a Kafka consumer of our
 measuring does not load the services. ``--profile`` samples every service with py-spy during
 the run and prints where each spends its time; ``--env`` passes settings to every service
 (e.g. ``--env KAFKA_LINGER_MS=5``) to compare configurations.
+
+``--redis-persistence MODES`` compares Redis persistence modes (``MESH_REDIS_PERSISTENCE``:
+always, everysec, off) side by side on ONE platform: Redis is switched in place (CONFIG SET)
+before each measurement, the modes take turns for ``--rounds`` rounds (each round in another
+order), and a table gives per mode the median and the range of the platform's CPU time per
+order (the steadiest figure on a shared machine), Redis's own CPU per order, rates and p99,
+each against the first mode.
 """
 
 from __future__ import annotations
@@ -108,6 +116,7 @@ class Platform:
     services: dict[str, Service]
     bootstrap: str
     infra_pids: dict[str, int]
+    redis_url: str = ""
 
 
 @contextmanager
@@ -163,7 +172,7 @@ def platform(home: Path, env_overrides: Mapping[str, str]) -> Iterator[Platform]
                 alive=service.process.alive,
             )
         pids = {name: rec.pid for name, rec in infra.records().items() if rec.pid is not None}
-        yield Platform(services, endpoints.kafka_bootstrap, pids)
+        yield Platform(services, endpoints.kafka_bootstrap, pids, endpoints.redis_url)
     finally:
         for service in services.values():
             service.process.stop(timeout=15)
@@ -531,6 +540,125 @@ async def measure(
     return run
 
 
+def measure_cpu(
+    stack: Platform, args: argparse.Namespace, *, profile: Path | None = None
+) -> tuple[Run, dict[str, float], float]:
+    """One measured run: the run, each process's CPU (% of one core) and the wall time."""
+    pids = {name: s.process.pid for name, s in stack.services.items()}
+    pids |= stack.infra_pids
+    pids[BENCH] = os.getpid()
+    before, started = cpu_seconds(pids), time.perf_counter()
+    machine_before = _busy_seconds()
+    with profiled(
+        {name: s.process.pid for name, s in stack.services.items()},
+        profile or Path("."),
+        profile is not None,
+    ):
+        run = asyncio.run(measure(stack, args.orders, args.concurrency, args.rate, args.timeout))
+    wall = time.perf_counter() - started
+    after = cpu_seconds(pids)
+    cpu = {n: (after[n] - before[n]) / wall * 100 for n in after if n in before}
+    # What else ran meanwhile: figures from a shared machine are only comparable
+    # when this is small.
+    cpu["other processes"] = max(
+        (_busy_seconds() - machine_before) / wall * 100 - sum(cpu.values()), 0.0
+    )
+    return run, cpu, wall
+
+
+@dataclass
+class ModeFigures:
+    """One measurement of one Redis persistence mode."""
+
+    cpu_per_order_ms: float
+    redis_per_order_ms: float
+    steady_rate: float
+    p99_ms: float
+    post_p99_ms: float
+    others: float  # % of one core used by processes not under test meanwhile
+    unfinished: int
+
+
+def mode_figures(run: Run, cpu: Mapping[str, float], wall: float) -> ModeFigures:
+    finished = [oid for oid in run.sent_at if oid in run.terminal_at]
+    done = max(len(finished), 1)
+    platform_cpu = sum(share for name, share in cpu.items() if name not in NOT_PLATFORM)
+    e2e = [run.terminal_at[oid] - run.sent_at[oid] for oid in finished]
+    return ModeFigures(
+        cpu_per_order_ms=platform_cpu / 100 * wall / done * 1000,
+        redis_per_order_ms=cpu.get("redis", 0.0) / 100 * wall / done * 1000,
+        steady_rate=_steady_rate(run) or float("nan"),
+        p99_ms=_percentile(e2e, 0.99) * 1000,
+        post_p99_ms=_percentile(run.post_latency, 0.99) * 1000,
+        others=cpu.get("other processes", 0.0),
+        unfinished=len(run.sent_at) - len(finished),
+    )
+
+
+def compare_modes(stack: Platform, args: argparse.Namespace, modes: list[str]) -> None:
+    """Every mode in turn for ``args.rounds`` rounds on the same platform; then the table."""
+    from infra.embedded.persistence import switch_redis_mode
+
+    figures: dict[str, list[ModeFigures]] = {mode: [] for mode in modes}
+    for round_number in range(args.rounds):
+        # Each round starts with another mode: no mode always runs first (or after a rewrite).
+        order = modes[round_number % len(modes) :] + modes[: round_number % len(modes)]
+        for mode in order:
+            switch_redis_mode(stack.redis_url, mode)
+            print(f"round {round_number + 1}/{args.rounds}, redis persistence {mode}: ", end="")
+            print(f"{args.orders} orders at {args.rate or 'unpaced'}/s", flush=True)
+            run, cpu, wall = measure_cpu(stack, args)
+            one = mode_figures(run, cpu, wall)
+            figures[mode].append(one)
+            print(
+                f"  => {one.cpu_per_order_ms:.2f} ms CPU/order "
+                f"(redis {one.redis_per_order_ms:.3f}), steady {one.steady_rate:.0f}/s, "
+                f"p99 {one.p99_ms:.0f} ms, others {one.others:.0f}% of a core",
+                flush=True,
+            )
+    print_comparison(figures, calibrate())
+
+
+def print_comparison(figures: Mapping[str, list[ModeFigures]], speed: float) -> None:
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    def cell(values: list[float], digits: int) -> str:
+        if not values:
+            return "n/a"
+        spread = f" [{min(values):.{digits}f}-{max(values):.{digits}f}]" if len(values) > 1 else ""
+        return f"{med(values):.{digits}f}{spread}"
+
+    base = next(iter(figures))
+    base_cpu = med([f.cpu_per_order_ms for f in figures[base]])
+    header = (
+        "redis persistence", "runs", "CPU/order ms [range]", f"vs {base}", "redis CPU/order ms",
+        "steady /s", "p99 e2e ms", "p99 POST ms", "others % core", "not terminal",
+    )  # fmt: skip
+    rows = [header]
+    for mode, runs in figures.items():
+        cpu = [f.cpu_per_order_ms for f in runs]
+        rows.append(
+            (
+                mode,
+                str(len(runs)),
+                cell(cpu, 2),
+                f"{med(cpu) / base_cpu:.3f}x" if base_cpu == base_cpu and base_cpu else "n/a",
+                cell([f.redis_per_order_ms for f in runs], 3),
+                cell([f.steady_rate for f in runs], 0),
+                cell([f.p99_ms for f in runs], 0),
+                cell([f.post_p99_ms for f in runs], 0),
+                cell([f.others for f in runs], 0),
+                str(sum(f.unfinished for f in runs)),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print()
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"machine speed: 10M-step Python loop {speed:.2f} s; [range] = min-max over the runs")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=6000, help="orders to place")
@@ -549,39 +677,33 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME=VALUE",
         help="extra environment of every service, e.g. KAFKA_LINGER_MS=5 (repeatable)",
     )
+    parser.add_argument(
+        "--redis-persistence",
+        metavar="MODES",
+        help="compare Redis persistence modes side by side, e.g. off,everysec,always",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode (compare)")
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.env)
+    modes = [m.strip() for m in (args.redis_persistence or "").split(",") if m.strip()]
+    from infra.embedded.persistence import REDIS_MODES
+
+    if any(mode not in REDIS_MODES for mode in modes):
+        parser.error(f"--redis-persistence takes {', '.join(REDIS_MODES)} (comma-separated)")
 
     home = Path(tempfile.mkdtemp(prefix="bench-saga-"))
     try:
         with platform(home, overrides) as stack:
             print(f"warming up with {args.warmup} orders ...")
             asyncio.run(measure(stack, args.warmup, args.concurrency, 0, args.timeout))
-            pids = {name: s.process.pid for name, s in stack.services.items()}
-            pids |= stack.infra_pids
-            pids[BENCH] = os.getpid()
+            if modes:
+                compare_modes(stack, args, modes)
+                return
             print(
                 f"placing {args.orders} orders: rate {args.rate or 'unpaced'}/s, "
                 f"concurrency {args.concurrency}"
             )
-            before, started = cpu_seconds(pids), time.perf_counter()
-            machine_before = _busy_seconds()
-            with profiled(
-                {name: s.process.pid for name, s in stack.services.items()},
-                home,
-                args.profile,
-            ):
-                run = asyncio.run(
-                    measure(stack, args.orders, args.concurrency, args.rate, args.timeout)
-                )
-            wall = time.perf_counter() - started
-            after = cpu_seconds(pids)
-            cpu = {n: (after[n] - before[n]) / wall * 100 for n in after if n in before}
-            # What else ran meanwhile: figures from a shared machine are only comparable
-            # when this is small.
-            cpu["other processes"] = max(
-                (_busy_seconds() - machine_before) / wall * 100 - sum(cpu.values()), 0.0
-            )
+            run, cpu, wall = measure_cpu(stack, args, profile=home if args.profile else None)
             report(run, cpu, wall, calibrate())
     finally:
         if args.keep:

@@ -43,6 +43,7 @@ ORDER = "ORDER"
 @dataclass
 class _Second:
     times: list[float] = field(default_factory=list)
+    times_by_name: dict[str, list[float]] = field(default_factory=dict)
     failures: int = 0
     by_name: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
@@ -97,6 +98,7 @@ class SampleWriter:
             bucket.completion_failures += exception is not None
             return
         bucket.times.append(response_time)
+        bucket.times_by_name.setdefault(name, []).append(response_time)
         counts = bucket.by_name.setdefault(name, {"requests": 0, "failures": 0})
         counts["requests"] += 1
         if exception is not None:
@@ -122,8 +124,13 @@ class SampleWriter:
             "completion_failures": bucket.completion_failures,
             "completion_p50_ms": percentile(completions, 50),
             "completion_p99_ms": percentile(completions, 99),
-            # The raw times, so a drill can take exact percentiles over any window.
+            "completion_ms": [round(t, 1) for t in completions],
+            # The raw times, so a drill can take exact percentiles over any window (of one
+            # route too: a lesson compares the services beside the one it operates on).
             "rt_ms": [round(t, 1) for t in times],
+            "rt_by_name": {
+                name: [round(t, 1) for t in values] for name, values in bucket.times_by_name.items()
+            },
         }
 
     def flush(self, until: int) -> None:

@@ -1,13 +1,12 @@
-"""One compose project as meshctl sees it: its name and files (what ``compose-up.sh``
-recorded), the docker and docker-compose CLIs, and its containers as ``docker inspect``
-describes them."""
+"""One compose project as meshctl sees it: its name and files (what ``meshctl up`` recorded
+in ``.mesh/compose/state.env``), the docker and Compose CLIs, and its containers as ``docker
+inspect`` describes them."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -22,8 +21,8 @@ from infra.runtime.base import RuntimeFailure
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 TEST_OVERRIDE = REPO_ROOT / "docker-compose.test.yml"
-SCRIPTS = REPO_ROOT / "infra" / "docker"
 DEFAULT_PROJECT = "mesh"
+STATE_FILE = "state.env"
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -33,17 +32,6 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 VERSION_LABEL = "mesh.demo/version"
 OVERRIDE_GLOB = "override-*.yml"
 APP_PORT = 8080
-
-
-def compose_cli() -> list[str] | None:
-    """docker-compose (v1, the Debian package) or the v2 plugin, as ``lib.sh`` picks it."""
-    found = shutil.which("docker-compose")
-    if found:
-        return [found]
-    docker = shutil.which("docker")
-    if docker and succeeds([docker, "compose", "version"]):
-        return [docker, "compose"]
-    return None
 
 
 def succeeds(argv: Sequence[str], timeout: float = 10.0) -> bool:
@@ -93,9 +81,16 @@ def docker(*args: str, what: str | None = None, timeout: float = 60.0) -> str:
 
 
 def project_version() -> str:
-    """The image tag, as ``lib.sh`` reads it: the version in pyproject.toml."""
+    """The version in pyproject.toml."""
     data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     return str(data["project"]["version"])
+
+
+def image_tag(environ: Mapping[str, str] | None = None) -> str:
+    """The tag of the project images: ``MESH_VERSION`` (docker-compose.yml reads the same
+    variable) or the project's version."""
+    env = os.environ if environ is None else environ
+    return env.get("MESH_VERSION", "").strip() or project_version()
 
 
 # -- containers -----------------------------------------------------------------------------
@@ -127,6 +122,7 @@ class Container:
     health: str | None  # starting, healthy, unhealthy; None without a healthcheck
     exit_code: int
     restarts: int
+    restart_policy: str  # "no" for a one-shot job (kafka-init), else unless-stopped...
     pid: int
     started_at: float | None
     image: str
@@ -147,6 +143,7 @@ class Container:
                 if binding.get("HostPort"):
                     ports.setdefault(port, (binding.get("HostIp") or "", int(binding["HostPort"])))
         health = state.get("Health")
+        policy = ((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
         return cls(
             id=str(data["Id"]),
             name=str(data["Name"]).lstrip("/"),
@@ -160,6 +157,7 @@ class Container:
             health=str(health["Status"]) if health else None,
             exit_code=int(state.get("ExitCode") or 0),
             restarts=int(data.get("RestartCount") or 0),
+            restart_policy=str(policy),
             pid=int(state.get("Pid") or 0),
             started_at=_timestamp(state.get("StartedAt")),
             image=str(config.get("Image", "")),
@@ -217,10 +215,10 @@ class ComposeProject:
 
     @classmethod
     def from_state(cls, home: Path, environ: Mapping[str, str]) -> ComposeProject:
-        """The project ``compose-up.sh`` started, from what it recorded in
-        ``.mesh/compose/state.env``, exactly as ``compose-down.sh`` reads it."""
+        """The project ``meshctl up`` started, from what it recorded in
+        ``.mesh/compose/state.env``; without that file, the one it would start."""
         state: dict[str, str] = {}
-        state_file = home / "compose" / "state.env"
+        state_file = home / "compose" / STATE_FILE
         if state_file.is_file():
             try:
                 state = parse_env_file(state_file)
@@ -237,8 +235,11 @@ class ComposeProject:
         raw_env_dir = state.get("COMPOSE_ENV_DIR") or environ.get("MESH_COMPOSE_ENV_DIR", "")
         env_dir = Path(raw_env_dir) if raw_env_dir else home / "compose"
         if not env_dir.is_absolute():
-            env_dir = REPO_ROOT / env_dir  # gen-env.sh resolves it from the repository root
-        return cls(name, tuple(files), env_dir, home / "compose" / name, dict(environ))
+            env_dir = REPO_ROOT / env_dir  # compose resolves it from the repository root
+        env = dict(environ)
+        if state.get("MESH_VERSION") and not env.get("MESH_VERSION"):
+            env["MESH_VERSION"] = state["MESH_VERSION"]  # the tag its images were built with
+        return cls(name, tuple(files), env_dir, home / "compose" / name, env)
 
     @property
     def label(self) -> str:
@@ -251,7 +252,7 @@ class ComposeProject:
 
     def compose_env(self) -> dict[str, str]:
         env = {**os.environ, **self.environ, "MESH_COMPOSE_ENV_DIR": str(self.env_dir)}
-        env.setdefault("MESH_VERSION", project_version())
+        env["MESH_VERSION"] = image_tag(env)
         return env
 
     def compose(
@@ -264,7 +265,7 @@ class ComposeProject:
     ) -> subprocess.CompletedProcess[str]:
         return run(
             [*self._argv(files), *args],
-            what=what or f"docker-compose {' '.join(args[:2])}",
+            what=what or f"compose {' '.join(args[:2])}",
             env=self.compose_env(),
             timeout=timeout,
             check=check,
@@ -273,10 +274,9 @@ class ComposeProject:
     def _argv(self, files: Sequence[Path] | None = None) -> list[str]:
         """The compose CLI with this project's name and files."""
         if not self.cli:
-            cli = compose_cli()
-            if cli is None:
-                raise RuntimeFailure("neither docker-compose nor `docker compose` is installed")
-            self.cli = cli
+            from infra.compose.engine import compose_cli  # asks docker: only when needed
+
+            self.cli = list(compose_cli(self.compose_env()).argv)
         argv = [*self.cli, "-p", self.name]
         for path in self.files() if files is None else files:
             argv += ["-f", str(path)]
@@ -305,7 +305,7 @@ class ComposeProject:
         return sorted(found, key=lambda c: (c.compose_service, c.number, c.name))
 
     def secrets(self) -> dict[str, str]:
-        """GATEWAY_API_KEYS and GATEWAY_ADMIN_TOKEN, from the env file gen-env.sh wrote."""
+        """GATEWAY_API_KEYS and GATEWAY_ADMIN_TOKEN, from the env file meshctl wrote."""
         path = self.env_dir / "gateway.env"
         try:
             return parse_env_file(path)

@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import psutil
-from pydantic import BaseModel, ValidationError
-
+from infra.compose.store import RolloutRecord, RolloutStore, process_started
 from infra.compose.target import in_thread
 from infra.local.rollouts.manager import STRATEGIES, RolloutError, Rollouts
 from infra.local.rollouts.state import Rollout
@@ -37,90 +33,6 @@ from infra.runtime.models import RolloutSpec, RolloutStatus
 T = TypeVar("T")
 MIRROR_INTERVAL = 0.25
 CALL_TIMEOUT = 120.0  # a call into the loop: start (validates, may run docker-compose config)
-
-
-def _process_started(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-class RolloutRecord(BaseModel):
-    """What other meshctl processes know of a rollout: who runs it and where it stands."""
-
-    owner: int
-    owner_started: float | None
-    spec: RolloutSpec
-    replicas: int
-    status: RolloutStatus
-
-    def owner_alive(self) -> bool:
-        # pid and start time: a pid alone may have been reused since.
-        started = _process_started(self.owner)
-        return started is not None and (
-            self.owner_started is None or abs(started - self.owner_started) < 1.0
-        )
-
-    def orphaned(self) -> bool:
-        return not self.status.finished and not self.owner_alive()
-
-
-class RolloutStore:
-    """The files under ``.mesh/compose/<project>/``: stable versions and rollout records."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = state_dir
-
-    def _write(self, path: Path, document: Any) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(document, indent=2, sort_keys=True))
-        tmp.replace(path)
-
-    def _read(self, path: Path) -> Any:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    # stable versions: {"orders": {"version": "v2", "compose_service": "orders-v2"}}
-    @property
-    def _stable_path(self) -> Path:
-        return self.dir / "stable.json"
-
-    def stable(self) -> dict[str, dict[str, str]]:
-        data = self._read(self._stable_path)
-        return data if isinstance(data, dict) else {}
-
-    def set_stable(self, service: str, version: str, compose_service: str) -> None:
-        data = self.stable()
-        data[service] = {"version": version, "compose_service": compose_service}
-        self._write(self._stable_path, data)
-
-    # rollout records and the requests of other terminals
-    def record(self, service: str) -> RolloutRecord | None:
-        data = self._read(self.dir / f"rollout-{service}.json")
-        if data is None:
-            return None
-        try:
-            return RolloutRecord.model_validate(data)
-        except ValidationError:
-            return None
-
-    def save(self, record: RolloutRecord) -> None:
-        self._write(self.dir / f"rollout-{record.spec.service}.json", record.model_dump())
-
-    def request(self, service: str, action: str) -> None:
-        self._write(self.dir / f"rollout-{service}.{action}", {"at": time.time()})
-
-    def take_request(self, service: str) -> str | None:
-        for action in ("abort", "promote"):
-            path = self.dir / f"rollout-{service}.{action}"
-            if path.exists():
-                path.unlink(missing_ok=True)
-                return action
-        return None
 
 
 class ComposeRollouts:
@@ -195,8 +107,7 @@ class ComposeRollouts:
         """A rollout of ``service`` runs, here or in another live meshctl process."""
         if service in self._mine:
             return self._call(lambda: self.manager.active(service))
-        record = self.store.record(service)
-        return record is not None and not record.status.finished and record.owner_alive()
+        return self.store.busy(service)
 
     def start(self, spec: RolloutSpec) -> RolloutStatus:
         record = self.store.record(spec.service)
@@ -222,7 +133,7 @@ class ComposeRollouts:
             rollout = self.manager.rollouts[spec.service]
             self._mine[spec.service] = RolloutRecord(
                 owner=os.getpid(),
-                owner_started=_process_started(os.getpid()),
+                owner_started=process_started(os.getpid()),
                 spec=spec,
                 replicas=rollout.replicas,
                 status=status,
@@ -328,7 +239,7 @@ class ComposeRollouts:
         self.manager.rollouts[service] = rollout
         self._published[service] = rollout.status.model_copy(deep=True)
         self._mine[service] = record.model_copy(
-            update={"owner": os.getpid(), "owner_started": _process_started(os.getpid())}
+            update={"owner": os.getpid(), "owner_started": process_started(os.getpid())}
         )
         undo = STRATEGIES[record.spec.strategy].undo
         reason = f"aborted after meshctl pid {record.owner} exited mid-way"

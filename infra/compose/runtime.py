@@ -1,51 +1,42 @@
 """``ComposeRuntime``: the :class:`~infra.runtime.base.Runtime` of ``docker-compose.yml``.
 
-- ``up``/``down`` run ``infra/docker/compose-up.sh``/``compose-down.sh``, the scripts of
-  ``make up|down RUNTIME=compose``; the project and its files are what ``compose-up.sh``
-  recorded in ``.mesh/compose/state.env``.
+- ``up``/``down`` are :mod:`infra.compose.stack` (``make up|down RUNTIME=compose``); the
+  project and its files are what ``up`` recorded in ``.mesh/compose/state.env``.
 - State comes from ``docker inspect`` of the project's containers (compose labels) and from
   Consul (each replica's check), which the stack publishes on 127.0.0.1 with the gateway. A
   replica is a container: its id is the container name, its version ``SERVICE_VERSION``.
-- ``scale`` is ``docker-compose up -d --no-deps --no-recreate --scale S=N S``.
+- ``scale`` is ``compose up -d --no-deps --no-recreate --scale S=N S`` (:mod:`infra.compose.fleet`).
 - ``kill_replica`` is ``docker kill``, then ``docker start``: Docker counts a kill as a manual
   stop, so ``restart: unless-stopped`` does not bring the container back by itself.
-- Consumer lag is read from each replica's ``/metrics`` at its container address (the host
-  routes to the bridge network on Linux), else through ``docker exec`` (Docker Desktop, a
-  remote engine).
-- Rollouts run the shared strategies in this process (see :mod:`infra.compose.rollouts`); a
+- Rollouts run the shared strategies in this process (:mod:`infra.compose.rollouts`); a
   version other than the compose file's runs as ``<service>-<version>`` from a generated
-  override (see :mod:`infra.compose.versions`).
-- Autoscaling is not available: compose has no controller to run the HPA loop in.
+  override (:mod:`infra.compose.versions`).
+- The autoscaler is the local runtime's, in a process of its own
+  (:mod:`infra.compose.autoscaler`).
+
+The modules depend one way: project <- versions, store <- fleet <- target <- rollouts <-
+runtime, as the local runtime's fleet knows nothing of the rollouts that drive it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infra.compose.project import (
-    SCRIPTS,
-    ComposeProject,
-    Container,
-    docker,
-    last_line,
-    run,
-)
-from infra.compose.rollouts import ComposeRollouts, RolloutStore
+from infra.compose.autoscaler import AutoscalerProcess
+from infra.compose.fleet import ComposeFleet
+from infra.compose.project import ComposeProject, Container, docker, last_line
+from infra.compose.rollouts import ComposeRollouts
+from infra.compose.stack import ComposeStack
 from infra.compose.target import ComposeTarget
-from infra.compose.versions import Versions
 from infra.embedded import mesh_home
 from infra.local import promtext
 from infra.local.catalog import CatalogError, Platform, load_platform, platform_path
 from infra.local.signals import group_lag
-from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
+from infra.runtime.base import PartialStart, Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
@@ -56,16 +47,11 @@ from infra.runtime.models import (
     ServiceStatus,
 )
 
-HTTP_TIMEOUT = 3.0
 INFRA_PORTS = {"kafka": 9092, "redis": 6379, "consul": 8500}
 INFRA_WAIT = 120.0
 # A replica whose Docker healthcheck passes but whose Consul check still fails this long
 # after its start is unhealthy (its /readyz says a dependency is down), not starting.
 STARTING_GRACE = 30.0
-METRICS_SCRIPT = (
-    "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
-    "'http://127.0.0.1:{port}/metrics', timeout=3).read().decode())"
-)
 
 
 class ComposeRuntime(Runtime):
@@ -86,72 +72,57 @@ class ComposeRuntime(Runtime):
 
     def _bind(self, project: ComposeProject) -> None:
         self.project = project
-        self.versions = Versions(project, self.platform)
-        self.store = RolloutStore(project.state_dir)
-        self.target = ComposeTarget(self)
+        self.fleet = ComposeFleet(project, self.platform)
+        self.versions = self.fleet.versions
+        self.store = self.fleet.store
+        self.target = ComposeTarget(self.fleet)
         self.rollouts = ComposeRollouts(
-            self.target, self._check_rollout, self.store, self._prune_versions
+            self.target, self._check_rollout, self.store, self.fleet.prune_versions
         )
+        self.autoscaler = AutoscalerProcess(project, self.mesh_home, self.platform)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def _script(self, name: str, *args: str, progress: Progress) -> None:
-        """One of infra/docker's scripts, its lines passed on as progress."""
-        env = {
-            **os.environ,
-            **self.environ,
-            "MESH_HOME": str(self.mesh_home),
-            "MESH_COMPOSE_PROJECT": self.project.name,
-        }
-        lines: list[str] = []
-        with subprocess.Popen(
-            ["bash", str(SCRIPTS / name), *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as child:
-            assert child.stdout is not None
-            for raw in child.stdout:
-                line = raw.rstrip()
-                if line:
-                    lines.append(line)
-                    progress(line.strip())
-        if child.returncode != 0:
-            # The scripts end with one line saying why (their `die`).
-            raise RuntimeFailure(lines[-1] if lines else f"{name} failed ({child.returncode})")
-
     def up(self, progress: Progress = quiet) -> PlatformStatus:
         if self.running():
             return self.status()
+        stack = ComposeStack(self.mesh_home, self.environ, self.platform)
         try:
-            self._script("compose-up.sh", progress=progress)
+            result = stack.up(progress)
         except KeyboardInterrupt:
             # As on the local runtime, Ctrl-C stops what this call started. A failure leaves
-            # the containers for `docker-compose logs` (compose-up.sh says which).
-            self._script("compose-down.sh", progress=quiet)
+            # the containers for `meshctl logs` (the failure names the container).
+            stack.down(quiet)
             raise
-        if self._from_state:  # compose-up.sh may have chosen other files (the local stand-ins)
+        if self._from_state:  # up may have chosen other files (the local stand-ins)
             self._bind(ComposeProject.from_state(self.mesh_home, self.environ))
-        return self.status()
+        for name, url in result.urls:
+            progress(f"{name:<11} {url}")
+        status = self.status()
+        if result.shortfall:
+            raise PartialStart(result.shortfall, status)
+        return status
 
     def down(self, progress: Progress = quiet) -> list[str]:
-        count = len(self.project.containers(include_oneoff=True)) if self._engine() else 0
-        self._script("compose-down.sh", progress=progress)
+        stopped = []
+        if self.autoscaler.stop():
+            stopped.append("the autoscaler")
+        volumes = self.environ.get("MESH_COMPOSE_DOWN_VOLUMES", "") == "1"
+        stack = ComposeStack(self.mesh_home, self.environ, self.platform)
+        count = stack.down(progress, volumes=volumes)
         # The versions, stable markers and rollouts of that run are gone with its containers.
         if self.project.state_dir.is_dir():
             for path in self.project.state_dir.iterdir():
-                if path.is_file():
+                if path.is_file() and path.name not in ("autoscaler.jsonl", "autoscaler.log"):
                     path.unlink(missing_ok=True)
-        return [f"compose project {self.project.name} ({count} containers)"] if count else []
+        if count:
+            stopped.append(f"compose project {self.project.name} ({count} containers)")
+        return stopped
 
-    def _engine(self) -> bool:
-        done = run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            what="docker info",
-            timeout=15,
-            check=False,
-        )
-        return done.returncode == 0
+    def remove_volumes(self, progress: Progress = quiet) -> list[str]:
+        """``meshctl down --volumes``: the project's named volumes (Redis's data) too, as
+        ``docker compose down -v`` (what ``make clean`` runs)."""
+        ComposeStack(self.mesh_home, self.environ, self.platform).down(progress, volumes=True)
+        return [f"the volumes of compose project {self.project.name}"]
 
     def running(self) -> bool:
         try:
@@ -162,7 +133,7 @@ class ComposeRuntime(Runtime):
 
     # -- reading the containers and Consul -----------------------------------------------------
     def _containers_of(self, service: str) -> list[Container]:
-        return [c for c in self.project.containers() if c.service == service]
+        return self.fleet.containers_of(service)
 
     def show_logs(self, name: str, follow: bool) -> int:
         """The logs of a service (every version's containers) or of an infra part."""
@@ -174,95 +145,11 @@ class ComposeRuntime(Runtime):
             raise RuntimeFailure(f"no logs for {name!r} (known: {', '.join(known) or 'none'})")
         return self.project.show_logs(wanted, follow)
 
-    def version_containers(self, service: str, version: str) -> list[Container]:
-        """The replicas of one version that exist (running, restarting or just created)."""
-        return [c for c in self._containers_of(service) if c.version == version and c.alive]
-
-    def _get_json(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
-        request = urllib.request.Request(url, headers=dict(headers or {}))
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
-            return json.loads(answer.read())
-
-    def _consul_passing(self, containers: list[Container] | None = None) -> dict[str, bool] | None:
-        """Address (ip:port) -> its Consul check passes; None when Consul does not answer."""
-        try:
-            consul = self.consul_address(containers)
-            services = self._get_json(f"{consul}/v1/agent/services") or {}
-            checks = self._get_json(f"{consul}/v1/agent/checks") or {}
-        except (OSError, ValueError, RuntimeFailure):
-            return None
-        status = {c.get("ServiceID"): c.get("Status") for c in checks.values()}
-        return {
-            f"{s.get('Address')}:{s.get('Port')}": status.get(sid) == "passing"
-            for sid, s in services.items()
-        }
-
-    def passing_addresses(self, service: str, version: str) -> set[str]:
-        try:
-            nodes = self._get_json(f"{self.consul_address()}/v1/health/service/{service}?passing")
-        except (OSError, ValueError, RuntimeFailure):
-            return set()
-        return {
-            f"{n['Service']['Address']}:{n['Service']['Port']}"
-            for n in nodes or []
-            if (n["Service"].get("Meta") or {}).get("version", "v1") == version
-        }
-
-    def _gateway_container(self, containers: list[Container] | None = None) -> Container:
-        if containers is None:
-            containers = self.project.containers()
-        name = self.platform.gateway.name
-        running = [c for c in containers if c.service == name and c.ports]
-        if not running:
-            raise RuntimeFailure(
-                f"the gateway of compose project {self.project.name} is not running "
-                "(make up RUNTIME=compose)"
-            )
-        return running[0]
-
     def gateway_url(self, containers: list[Container] | None = None) -> str:
-        gateway = self._gateway_container(containers)
-        url = gateway.published(gateway.port)
-        if url is None:
-            raise RuntimeFailure(f"{gateway.name} publishes no port")
-        return url
+        return self.fleet.gateway_url(containers)
 
     def gateway_routes(self, service: str) -> set[str]:
-        """Addresses the gateway routes ``service`` to now (it learns them from Consul)."""
-        token = self.project.secrets().get("GATEWAY_ADMIN_TOKEN", "")
-        try:
-            pools = self._get_json(
-                f"{self.gateway_url()}/admin/instances", {"Authorization": f"Bearer {token}"}
-            )
-        except (OSError, ValueError, RuntimeFailure):
-            return set()
-        return {str(i["address"]) for i in pools.get(service, {}).get("instances", [])}
-
-    def gateway_metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.gateway_url()}/metrics", timeout=HTTP_TIMEOUT) as r:
-            return str(r.read().decode())
-
-    def _api_key(self) -> str:
-        return self.project.secrets().get("GATEWAY_API_KEYS", "").split(",")[0].strip()
-
-    def smoke(self, path: str, version: str) -> str | None:
-        """One GET pinned to ``version`` through the gateway; None when it went well."""
-        request = urllib.request.Request(
-            self.gateway_url() + path,
-            headers={"X-API-Key": self._api_key(), "X-Mesh-Version": version},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as answer:
-                status, served = answer.status, answer.headers.get("X-Mesh-Upstream-Version")
-        except urllib.error.HTTPError as exc:
-            status, served = exc.code, exc.headers.get("X-Mesh-Upstream-Version")
-        except OSError as exc:
-            return f"GET {path} failed: {exc!r}"
-        if status >= 500:
-            return f"GET {path} answered {status}"
-        if served != version:
-            return f"GET {path} was served by {served}, not {version}"
-        return None
+        return self.fleet.gateway_routes(service)
 
     # -- state ---------------------------------------------------------------------------------
     def _service_names(self, containers: list[Container]) -> list[str]:
@@ -282,7 +169,7 @@ class ComposeRuntime(Runtime):
             try:
                 gateway = GatewayInfo(
                     url=self.gateway_url(containers),
-                    api_key=self._api_key(),
+                    api_key=self.fleet.api_key(),
                     healthy=gateway_status.healthy > 0,
                     name=gateway_name,
                 )
@@ -380,7 +267,7 @@ class ComposeRuntime(Runtime):
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
         """Every container of the service, a stopped or failed one too."""
         containers = self.project.containers()
-        consul = self._consul_passing(containers)
+        consul = self.fleet.consul_passing(containers)
         return [
             self._replica(c, consul)
             for c in containers
@@ -393,7 +280,7 @@ class ComposeRuntime(Runtime):
         """The replicas that count: running, or about to."""
         if containers is None:
             containers = self.project.containers()
-        consul = self._consul_passing(containers)
+        consul = self.fleet.consul_passing(containers)
         return [
             self._replica(c, consul)
             for c in containers
@@ -401,79 +288,25 @@ class ComposeRuntime(Runtime):
         ]
 
     def consul_address(self, containers: list[Container] | None = None) -> str:
-        if containers is None:
-            containers = self.project.containers()
-        found = [c for c in containers if c.compose_service == "consul"]
-        url = found[0].published(INFRA_PORTS["consul"]) if found else None
-        if url is None:
-            raise RuntimeFailure(
-                f"Consul of compose project {self.project.name} is not running or publishes "
-                "no port (make up RUNTIME=compose)"
-            )
-        return url
+        return self.fleet.consul_address(containers)
 
     def consumer_lag(self, service: str) -> float | None:
         scrapes = []
         for c in self._containers_of(service):
             if c.status != "running":
                 continue
-            text = self._metrics(c)
+            text = self.fleet.metrics(c)
             if text is not None:
                 scrapes.append(promtext.parse(text))
         return group_lag(scrapes) if scrapes else None
 
-    def _metrics(self, c: Container) -> str | None:
-        """The replica's /metrics: at its address when this machine routes to it, else read
-        inside the container."""
-        try:
-            with urllib.request.urlopen(f"http://{c.address}/metrics", timeout=2) as answer:
-                return str(answer.read().decode())
-        except (OSError, ValueError):
-            pass
-        script = METRICS_SCRIPT.format(port=c.port)
-        done = run(
-            ["docker", "exec", c.id, "python", "-c", script],
-            what="docker exec",
-            timeout=20,
-            check=False,
-        )
-        return done.stdout if done.returncode == 0 else None
-
     # -- scaling -------------------------------------------------------------------------------
     def stable_version(self, service: str) -> str:
-        entry = self.store.stable().get(service)
-        return entry["version"] if entry else self.versions.base_version(service)
-
-    def set_stable(self, service: str, version: str) -> None:
-        self.store.set_stable(service, version, self.versions.compose_service(service, version))
-
-    def _scale_compose_service(self, compose_service: str, replicas: int) -> None:
-        self.project.compose(
-            "up",
-            "-d",
-            "--no-deps",
-            "--no-recreate",
-            "--no-build",
-            "--scale",
-            f"{compose_service}={replicas}",
-            compose_service,
-            what=f"docker-compose up --scale {compose_service}={replicas}",
-            # Scaling down stops containers: each drains within stop_grace_period (30s).
-            timeout=180,
-        )
+        return self.fleet.stable_version(service)
 
     def set_version_replicas(self, service: str, version: str, replicas: int) -> None:
         """Start or stop replicas of any version (below the rollouts)."""
-        if replicas > 0:
-            compose_service = self.versions.ensure(service, version)
-        else:
-            compose_service = self.versions.compose_service(service, version)
-            if (
-                compose_service != service
-                and not self.versions.override_path(service, version).exists()
-            ):
-                return  # never started: nothing to stop
-        self._scale_compose_service(compose_service, replicas)
+        self.fleet.set_version_replicas(service, version, replicas)
 
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         try:
@@ -488,8 +321,7 @@ class ComposeRuntime(Runtime):
             raise RuntimeFailure(
                 f"{service} has a rollout in progress: wait for it or abort it first"
             )
-        entry = self.store.stable().get(service)
-        self._scale_compose_service(entry["compose_service"] if entry else service, replicas)
+        self.fleet.scale_compose_service(self.fleet.stable_compose_service(service), replicas)
         return self._service_status(service, self._alive_replicas(service))
 
     def kill_replica(self, replica_id: str, signal: str = "KILL") -> ReplicaInfo:
@@ -510,27 +342,27 @@ class ComposeRuntime(Runtime):
         deadline = time.monotonic() + grace
         current = victim
         while time.monotonic() < deadline:
-            current = self._inspect(victim.id)
+            current = self.fleet.inspect(victim.id)
             if current.status in ("exited", "dead") or current.restarts > victim.restarts:
                 break
             time.sleep(0.1)
         if current.status in ("exited", "dead"):
             docker("start", victim.id, what=f"docker start {victim.name}")
-            current = self._inspect(victim.id)
-        return self._replica(current, self._consul_passing())
-
-    def _inspect(self, container_id: str) -> Container:
-        data = json.loads(docker("inspect", container_id, what="docker inspect"))
-        return Container.from_inspect(data[0])
+            current = self.fleet.inspect(victim.id)
+        return self._replica(current, self.fleet.consul_passing())
 
     def autoscale(self, enabled: bool | None = None) -> AutoscaleStatus:
-        if enabled:
+        """The local runtime's autoscaler, run by a process of its own (see
+        :mod:`infra.compose.autoscaler`)."""
+        if enabled and not self.running():
             raise RuntimeFailure(
-                "autoscaling is not available on compose: it has no controller to run the "
-                "HPA loop in (meshctl scale SERVICE=N by hand; the local and k8s runtimes "
-                "autoscale)"
+                f"compose project {self.project.name} is not running (make up RUNTIME=compose)"
             )
-        return AutoscaleStatus(enabled=False)
+        if enabled:
+            self.autoscaler.start()
+        elif enabled is False:
+            self.autoscaler.stop()
+        return self.autoscaler.status()
 
     # -- infrastructure faults ----------------------------------------------------------------
     def _part(self, part: str) -> Container | None:
@@ -587,17 +419,6 @@ class ComposeRuntime(Runtime):
         self.versions.definition(spec.service)  # the service exists in the compose files
         if spec.version != self.versions.base_version(spec.service):
             self.versions.ensure(spec.service, spec.version)  # a bad version file stops here
-
-    def _prune_versions(self, service: str) -> None:
-        """Once a rollout ended: drop the override of every version of ``service`` that is
-        neither stable nor running."""
-        stable = self.stable_version(service)
-        running = {c.version for c in self._containers_of(service) if c.alive}
-        prefix = f"override-{service}-"
-        for path in self.project.state_dir.glob(f"{prefix}v*.yml"):
-            version = path.stem.removeprefix(prefix)
-            if version != stable and version not in running:
-                self.versions.remove(service, version)
 
     def rollout(self, spec: RolloutSpec) -> RolloutStatus:
         return self.rollouts.start(spec)

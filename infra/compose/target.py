@@ -8,13 +8,11 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from infra.compose.fleet import ComposeFleet
 from infra.compose.project import last_line, run
 from infra.local.rollouts.target import AbortRollout
-
-if TYPE_CHECKING:
-    from infra.compose.runtime import ComposeRuntime
 
 POLL = 0.5
 CRASHES = 3  # restarts of one container during a wait: it keeps crashing, give up
@@ -49,23 +47,23 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 class ComposeTarget:
-    def __init__(self, runtime: ComposeRuntime) -> None:
-        self.runtime = runtime
+    def __init__(self, fleet: ComposeFleet) -> None:
+        self.fleet = fleet
         self._desired: dict[tuple[str, str], int] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._compose_lock: asyncio.Lock | None = None  # made in the rollouts' loop
 
     def stable(self, service: str) -> str:
-        return self.runtime.stable_version(service)
+        return self.fleet.stable_version(service)
 
     def set_stable(self, service: str, version: str) -> None:
-        self.runtime.set_stable(service, version)
+        self.fleet.set_stable(service, version)
 
     def desired(self, service: str, version: str) -> int:
         wanted = self._desired.get((service, version))
         if wanted is not None:
             return wanted
-        return len(self.runtime.version_containers(service, version))
+        return len(self.fleet.version_containers(service, version))
 
     def set_desired(self, service: str, version: str, count: int) -> None:
         # Returns at once, as on the local runtime; the waits below await the command.
@@ -80,10 +78,10 @@ class ComposeTarget:
         if self._compose_lock is None:
             self._compose_lock = asyncio.Lock()
         async with self._compose_lock:
-            await in_thread(self.runtime.set_version_replicas, service, version, count)
+            await in_thread(self.fleet.set_version_replicas, service, version, count)
 
     def smoke_path(self, service: str) -> str | None:
-        return self.runtime.platform.get(service).smoke_path
+        return self.fleet.platform.get(service).smoke_path
 
     async def _applied(self, service: str, version: str) -> None:
         pending = self._pending.pop((service, version), None)
@@ -102,12 +100,12 @@ class ComposeTarget:
         first_restarts: dict[str, int] = {}
         ready = 0
         while True:
-            containers = await in_thread(self.runtime.version_containers, service, version)
-            passing = await in_thread(self.runtime.passing_addresses, service, version)
+            containers = await in_thread(self.fleet.version_containers, service, version)
+            passing = await in_thread(self.fleet.passing_addresses, service, version)
             up = [c for c in containers if c.status == "running" and c.address in passing]
             ready = len(up)
             if ready >= count:
-                routed = await in_thread(self.runtime.gateway_routes, service)
+                routed = await in_thread(self.fleet.gateway_routes, service)
                 if sum(1 for c in up if c.address in routed) >= count:
                     return
             for c in containers:
@@ -125,7 +123,7 @@ class ComposeTarget:
     async def wait_at_most(self, service: str, version: str, count: int, timeout: float) -> None:
         await self._applied(service, version)
         deadline = time.monotonic() + timeout
-        while len(await in_thread(self.runtime.version_containers, service, version)) > count:
+        while len(await in_thread(self.fleet.version_containers, service, version)) > count:
             if time.monotonic() >= deadline:
                 raise AbortRollout(
                     f"{service} {version}: replicas still running after {timeout:g}s"
@@ -133,13 +131,13 @@ class ComposeTarget:
             await asyncio.sleep(POLL)
 
     async def set_weights(self, service: str, weights: dict[str, int] | None) -> None:
-        await in_thread(self.runtime.set_weights, service, weights)
+        await in_thread(self.fleet.set_weights, service, weights)
 
     async def gateway_metrics(self) -> str:
-        return await in_thread(self.runtime.gateway_metrics)
+        return await in_thread(self.fleet.gateway_metrics)
 
     async def smoke(self, path: str, version: str) -> str | None:
-        return await in_thread(self.runtime.smoke, path, version)
+        return await in_thread(self.fleet.smoke, path, version)
 
 
 def _log_tail(container: str) -> str:

@@ -30,16 +30,14 @@ log = logging.getLogger("infra.console")
 
 
 def drill_catalog() -> list[dict[str, object]]:
-    from loadtests.drills.catalog import DRILLS
+    from loadtests.drills.catalog import DRILLS, LESSONS
 
-    return [
-        {
-            "name": name,
-            "title": drill.title,
-            "default_duration": drill.default_duration,
-            "lesson": bool(getattr(drill, "lesson", False)),
-        }
-        for name, drill in DRILLS.items()
+    drills = [
+        {"name": n, "title": d.title, "default_duration": d.default_duration, "lesson": False}
+        for n, d in DRILLS.items()
+    ]
+    return drills + [
+        {"name": n, "title": lesson.title, "lesson": True} for n, lesson in LESSONS.items()
     ]
 
 

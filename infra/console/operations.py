@@ -248,10 +248,11 @@ class DrillRunner:
         self._listed: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
     def start(self, body: DrillIn) -> dict[str, Any]:
-        from loadtests.drills.catalog import DRILLS  # no matplotlib: imported on report only
+        from loadtests.drills.catalog import DRILLS, LESSONS  # no matplotlib until a report
 
-        if body.name not in DRILLS:
-            raise OperationRefused(f"no drill {body.name!r}: choose one of {', '.join(DRILLS)}")
+        if body.name not in DRILLS and body.name not in LESSONS:
+            known = ", ".join([*DRILLS, *LESSONS])
+            raise OperationRefused(f"no drill {body.name!r}: choose one of {known}")
         with self._lock:
             if self.process is not None and self.process.poll() is None:
                 raise OperationRefused(f"drill {self.name} is still running")

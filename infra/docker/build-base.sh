@@ -5,12 +5,22 @@
 #
 # The image has what every project Dockerfile expects of its BASE_IMAGE: `python3` (3.11
 # here) with the venv module and its bundled pip (ensurepip), `sh`, and a CA bundle.
+#
+# Linux only, by nature (debootstrap, chroot): it is for the machines that cannot pull; run by
+# infra/compose/images.py (`--base local`) when the image is missing.
 set -euo pipefail
-SCRIPT="build-base"
-# shellcheck source=infra/docker/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+MESH_HOME="${MESH_HOME:-$REPO_ROOT/.mesh}"
+DOCKER_STATE="$MESH_HOME/docker"
+step() { printf '==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() {
+  printf 'build-base: %s\n' "$*" >&2
+  exit 1
+}
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
-IMAGE="${1:-$BASE_IMAGE_LOCAL}"
+IMAGE="${1:-mesh-demo/base:bookworm}"
 SUITE=bookworm
 PACKAGES=python3,python3-venv,ca-certificates
 
@@ -70,7 +80,7 @@ if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirr
   >"$log" 2>&1; then
   die "debootstrap failed: $(grep -E 'E:|W:' "$log" | tail -n1)"
 fi
-note "rootfs ready after $(elapsed_since "$started")"
+note "rootfs ready after $((SECONDS - started))s"
 
 # Slim it down: package caches and lists, docs and man pages nobody reads in a container.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
@@ -90,4 +100,4 @@ tar --numeric-owner -C "$root" -c . | docker import \
   --change 'CMD ["/bin/bash"]' \
   --message "debootstrap --variant=minbase --include=$PACKAGES $SUITE" \
   - "$IMAGE" >/dev/null
-note "$IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}') after $(elapsed_since "$started")"
+note "$IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}') after $((SECONDS - started))s"

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from infra.embedded import probes
+from infra.embedded import persistence, probes
 from infra.embedded.parts import (
     CONSUL,
     EXTERNAL,
@@ -33,7 +33,8 @@ from infra.embedded.parts import (
     start_part,
 )
 from infra.kafka.admin import ensure_topics
-from infra.process import StartError, pid_alive, terminate_group
+from infra.local.files import write_json
+from infra.process import StartError, pid_alive, terminate_group, wait_until
 
 __all__ = ["Endpoints", "Infra", "StartError", "mesh_home"]
 
@@ -112,11 +113,9 @@ class Infra:
         self._write({s.record.name: s.record for s in self._started})
 
     def _write(self, records: Mapping[str, PartRecord]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
         parts = {name: rec.to_json() for name, rec in records.items()}
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"parts": parts}, indent=2))
-        tmp.replace(self.state_path)
+        # 0600: a part's environment may hold a secret (a storage URL with its password).
+        write_json(self.state_path, {"parts": parts}, mode=0o600)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -149,6 +148,50 @@ class Infra:
         rec.pid, rec.stopped = None, True
         self._started = [s for s in self._started if s.record.name != name]
         self._write(records)
+
+    def crash_part(self, name: str, timeout: float = 10.0) -> None:
+        """SIGKILL one embedded part, as a crash would (no shutdown, no last fsync), and
+        return once it is gone; it stays down until :meth:`start_part` starts it again at
+        the same address, with the same command line (so the same persistence)."""
+        records = self.records()
+        rec = self._record(records, name)
+        if rec.source == EXTERNAL:
+            raise StartError(f"{name} is external ({rec.env_var}): crash it where it runs")
+        if rec.stopped or not _owns(rec):
+            raise StartError(f"{name} is not running: nothing to crash")
+        assert rec.pid is not None
+        pid = rec.pid
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not pid_alive(pid), timeout=timeout, what=f"{name} gone after SIGKILL")
+        rec.pid, rec.stopped = None, True
+        self._started = [s for s in self._started if s.record.name != name]
+        self._write(records)
+
+    def redis_persistence(self) -> str | None:
+        """The persistence the running Redis has (asked of Redis itself)."""
+        rec = self.records().get(REDIS.name)
+        return None if rec is None or rec.stopped else persistence.live_redis_mode(rec.address)
+
+    def set_redis_persistence(self, mode: str) -> None:
+        """Change the embedded Redis's persistence while it runs, and keep the change for its
+        restarts (the recorded command line); the next ``up`` reads MESH_REDIS_PERSISTENCE."""
+        mode = persistence.redis_mode({persistence.REDIS_PERSISTENCE_VAR: mode})
+        records = self.records()
+        rec = self._record(records, REDIS.name)
+        if rec.source == EXTERNAL:
+            raise StartError(f"redis is external ({rec.env_var}): set its persistence there")
+        if rec.stopped:
+            raise StartError("redis is stopped: start it first")
+        persistence.switch_redis_mode(rec.address, mode)
+        rec.argv = persistence.with_redis_mode(rec.argv, mode)
+        self._write(records)
+
+    def data_dirs(self) -> list[Path]:
+        """What the embedded parts keep on disk between runs (``meshctl down --volumes``)."""
+        return [self.home / persistence.REDIS_DATA_DIR]
 
     def start_part(self, name: str) -> None:
         """Start a part stopped by :meth:`stop_part`; for Kafka, create the topics again
@@ -232,18 +275,34 @@ class Infra:
 
             if rec.source == EXTERNAL:
                 state = "reachable" if healthy else "unreachable"
-            out.append(
-                {
-                    "name": spec.name,
-                    "source": rec.source,
-                    "address": rec.address,
-                    "pid": rec.pid,
-                    "log": rec.log,
-                    "state": state,
-                    "healthy": healthy,
-                }
-            )
+            row: dict[str, Any] = {
+                "name": spec.name,
+                "source": rec.source,
+                "address": rec.address,
+                "pid": rec.pid,
+                "log": rec.log,
+                "state": state,
+                "healthy": healthy,
+            }
+            row.update(self._keeps(spec.name, rec, healthy))
+            out.append(row)
         return out
+
+    def _keeps(self, name: str, rec: PartRecord, healthy: bool) -> dict[str, str]:
+        """What a part keeps across a restart: ``persistence`` (Redis, as Redis itself says
+        when it answers) and ``storage`` (the broker), for status."""
+        if name == REDIS.name:
+            mode = persistence.live_redis_mode(rec.address) if healthy else None
+            if mode is None and rec.source != EXTERNAL:
+                mode = _recorded_mode(rec.argv)
+            row = {"persistence": mode or "unknown"}
+            if rec.source != EXTERNAL and mode != "off":
+                row["data"] = str(self.home / persistence.REDIS_DATA_DIR)
+            return row
+        if name == KAFKA.name and rec.source != EXTERNAL:
+            url = rec.env.get(persistence.TANSU_STORAGE_ENV, persistence.DEFAULT_KAFKA_STORAGE)
+            return {"storage": persistence.redact(url)}
+        return {}
 
     def __enter__(self) -> Infra:
         self.up()
@@ -270,6 +329,14 @@ def _owns(rec: PartRecord) -> bool:
     except OSError:
         return False
     return exe.removesuffix(" (deleted)") == os.path.realpath(rec.argv[0])
+
+
+def _recorded_mode(argv: list[str]) -> str | None:
+    """The persistence a recorded redis command line starts with."""
+    options = dict(zip(argv[1::2], argv[2::2], strict=False))
+    if options.get("--appendonly") == "no":
+        return "off"
+    return options.get("--appendfsync") if options.get("--appendonly") == "yes" else None
 
 
 # Re-exported for callers that only need a probe (``meshctl status`` of external parts).

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.embedded import probes
+from infra.embedded import persistence, probes
 from infra.process import ManagedProcess, StartError, free_port, port_in_use, wait_until
 
 EXTERNAL = "external"
@@ -44,6 +44,8 @@ class PartRecord:
     started_at: float = field(default_factory=time.time)
     # Stopped on purpose (an outage drill) and to be started again at the same address.
     stopped: bool = False
+    # Environment the part needs again at a restart (kept out of argv: it may hold a secret).
+    env: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +146,16 @@ def redis_binary(environ: Mapping[str, str]) -> tuple[str, str]:
     )
 
 
+def part_env(spec: PartSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """What a part reads from its environment (validated here, before anything starts)."""
+    if spec is KAFKA:
+        _, source = tansu_binary(environ)
+        return persistence.kafka_env(environ, bundled=source == BUNDLED)
+    if spec is REDIS:
+        persistence.redis_mode(environ)
+    return {}
+
+
 def _argv(
     spec: PartSpec, home: Path, port: int, environ: Mapping[str, str]
 ) -> tuple[list[str], str]:
@@ -153,10 +165,11 @@ def _argv(
         return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url], source
     if spec is REDIS:
         binary, source = redis_binary(environ)
-        data = home / "redis"
+        data = home / persistence.REDIS_DATA_DIR
         data.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--port", str(port), "--bind", LOOPBACK, "--dir", str(data)]
-        argv += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        argv += ["--protected-mode", "yes"]
+        argv += persistence.redis_args(persistence.redis_mode(environ))
         return argv, source
     consul = shutil.which("consul", path=environ.get("PATH"))
     if consul and environ.get("MESH_CONSUL_DEV_REGISTRY") != "1":
@@ -202,13 +215,15 @@ def start_part(
             ) from None
         return Started(PartRecord(spec.name, EXTERNAL, address, spec.env_var), None)
 
+    env = part_env(spec, environ)
     port = _choose_port(spec, environ)
     argv, source = _argv(spec, home, port, environ)
     address = _address(spec, port)
     log = home / "logs" / f"{spec.name}.log"
+    record = PartRecord(spec.name, source, address, spec.env_var, None, argv, str(log), env=env)
     return _launch(
         spec,
-        PartRecord(spec.name, source, address, spec.env_var, None, argv, str(log)),
+        record,
         home,
         detached=detached,
         progress=progress,
@@ -242,7 +257,9 @@ def _launch(
 ) -> Started:
     address = record.address
     log = Path(record.log or home / "logs" / f"{spec.name}.log")
-    process = ManagedProcess(spec.name, record.argv, log_path=log, cwd=home, detached=detached)
+    process = ManagedProcess(
+        spec.name, record.argv, log_path=log, env=record.env or None, cwd=home, detached=detached
+    )
     started_at = time.monotonic()
     process.start()
     try:
@@ -259,6 +276,13 @@ def _launch(
     elapsed = time.monotonic() - started_at
     progress(f"{spec.name}: {record.source} on {address}, answering after {elapsed:.2f}s")
     started = PartRecord(
-        spec.name, record.source, address, spec.env_var, process.pid, record.argv, str(log)
+        spec.name,
+        record.source,
+        address,
+        spec.env_var,
+        process.pid,
+        record.argv,
+        str(log),
+        env=record.env,
     )
     return Started(started, process)

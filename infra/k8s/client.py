@@ -38,7 +38,8 @@ class ProxyAnswer:
 
 
 class Kube:
-    """The three API groups the runtime uses, with errors as :class:`RuntimeFailure`."""
+    """The API groups the runtime uses (custom objects: KEDA's ScaledObjects), with errors as
+    :class:`RuntimeFailure`."""
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or default_api_client()
@@ -46,6 +47,12 @@ class Kube:
         self.apps = client.AppsV1Api(self.api_client)
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        # What make k8s-up checks and cleans (infra/k8s/deploy.py).
+        self.batch = client.BatchV1Api(self.api_client)
+        self.storage = client.StorageV1Api(self.api_client)
+        self.registration = client.ApiregistrationV1Api(self.api_client)
+        self.extensions = client.ApiextensionsV1Api(self.api_client)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

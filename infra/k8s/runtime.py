@@ -22,28 +22,23 @@ as services; the StatefulSets of ``mesh.demo/tier=infra`` are the infrastructure
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from infra.k8s.client import Kube, not_found
+from infra.k8s.client import Kube
+from infra.k8s.cluster import Autoscaler, Cluster
 from infra.k8s.driver import RolloutDriver
 from infra.k8s.objects import (
-    APPS,
     COMPONENT,
-    INFRA,
     NAME,
-    ROLLOUT,
     TIER,
     VERSION,
     VERSION_ENV,
     deployment_version,
     rollout_record,
-    selector,
     template_version,
-    version_container,
 )
 from infra.k8s.rollout_rule import deployment_rollout
 from infra.k8s.target import K8sTarget
@@ -81,9 +76,7 @@ class K8sRuntime(Runtime):
     ) -> None:
         env = os.environ if environ is None else environ
         self.namespace = namespace
-        self.poll_interval = poll_interval  # between two reads when waiting on the cluster
-        self._api_client = api_client
-        self._kube: Kube | None = None
+        self.cluster = Cluster(namespace, api_client, poll_interval)
         # Where the port-forwards of k8s/README.md put the gateway and Consul.
         self.gateway_url = env.get("MESH_GATEWAY_URL", "http://127.0.0.1:8080")
         self.api_key = env.get("MESH_API_KEY", "")
@@ -92,168 +85,17 @@ class K8sRuntime(Runtime):
         )
         self._events: dict[str, list[RolloutEvent]] = {}  # progress lines seen per rollout
         self._finished_at: dict[str, float] = {}
-        self._gateway: str | None = None
-        self.target = K8sTarget(self)
+        self.target = K8sTarget(self.cluster, self.set_weights, self.api_key)
         self.driver = RolloutDriver(self.target, self._check_rollout)
 
     @property
     def kube(self) -> Kube:
-        if self._kube is None:  # lazily: a kubeconfig is only needed once the API is used
-            self._kube = Kube(self._api_client)
-        return self._kube
+        return self.cluster.kube
 
     def close(self) -> None:
         """Roll back a blue-green or canary rollout still running in this process, stop its
         thread. meshctl need not call it: its exit waits for (or rolls back) the rollout."""
         self.driver.close()
-
-    # -- reads ---------------------------------------------------------------------------------
-    def deployments(self, service: str | None = None) -> list[Any]:
-        label_selector = f"{APPS},{NAME}={service}" if service else f"{APPS},{NAME}"
-        k = self.kube
-        listed = k.call(
-            "list deployments",
-            k.apps.list_namespaced_deployment,
-            self.namespace,
-            label_selector=label_selector,
-        )
-        return list(listed.items)
-
-    def deployment(self, name: str) -> Any:
-        k = self.kube
-        return k.call(f"deployment {name}", k.apps.read_namespaced_deployment, name, self.namespace)
-
-    def deployment_or_none(self, name: str) -> Any:
-        try:
-            return self.deployment(name)
-        except RuntimeFailure as exc:
-            if not_found(exc):
-                return None
-            raise
-
-    def deployment_version(self, name: str) -> str:
-        return deployment_version(self.deployment(name))
-
-    def _replica_sets(self, service: str | None = None) -> list[Any]:
-        label_selector = f"{APPS},{NAME}={service}" if service else f"{APPS},{NAME}"
-        k = self.kube
-        listed = k.call(
-            "list replicasets",
-            k.apps.list_namespaced_replica_set,
-            self.namespace,
-            label_selector=label_selector,
-        )
-        return list(listed.items)
-
-    def pods(self, labels: Mapping[str, str]) -> list[Any]:
-        k = self.kube
-        listed = k.call(
-            "list pods",
-            k.core.list_namespaced_pod,
-            self.namespace,
-            label_selector=selector(dict(labels)),
-        )
-        return list(listed.items)
-
-    def _hpas(self) -> dict[str, Any]:
-        """The HPAs by the name of the Deployment they scale."""
-        k = self.kube
-        listed = k.call(
-            "list horizontalpodautoscalers",
-            k.autoscaling.list_namespaced_horizontal_pod_autoscaler,
-            self.namespace,
-        )
-        return {
-            h.spec.scale_target_ref.name: h
-            for h in listed.items
-            if h.spec.scale_target_ref.kind == "Deployment"
-        }
-
-    def gateway_name(self) -> str:
-        """The gateway's service name: the app Deployment labelled component=gateway."""
-        if self._gateway is None:
-            k = self.kube
-            listed = k.call(
-                "list deployments",
-                k.apps.list_namespaced_deployment,
-                self.namespace,
-                label_selector=f"{APPS},{COMPONENT}=gateway",
-            )
-            if not listed.items:
-                raise RuntimeFailure(f"no gateway Deployment in namespace {self.namespace}")
-            self._gateway = str(listed.items[0].metadata.labels[NAME])
-        return self._gateway
-
-    def serialize(self, obj: Any) -> dict[str, Any]:
-        """An API object as its JSON document (camelCase), to copy or send back."""
-        document: dict[str, Any] = self.kube.api_client.sanitize_for_serialization(obj)
-        return document
-
-    # -- writes the rollout target uses --------------------------------------------------------
-    def create_deployment(self, body: dict[str, Any]) -> None:
-        k = self.kube
-        name = body["metadata"]["name"]
-        k.call(
-            f"create deployment {name}",
-            k.apps.create_namespaced_deployment,
-            self.namespace,
-            body,
-        )
-
-    def replace_deployment(self, body: dict[str, Any]) -> None:
-        """PUT (with the resourceVersion read): a conflicting writer makes it fail, not merge."""
-        k = self.kube
-        name = body["metadata"]["name"]
-        k.call(
-            f"replace deployment {name}",
-            k.apps.replace_namespaced_deployment,
-            name,
-            self.namespace,
-            body,
-        )
-
-    def delete_versioned(self, name: str) -> None:
-        """Delete a versioned Deployment (its pods terminate gracefully) and an HPA of it."""
-        k = self.kube
-        for what, fn, target in (
-            (f"delete deployment {name}", k.apps.delete_namespaced_deployment, name),
-            *(
-                (
-                    f"delete horizontalpodautoscaler {hpa.metadata.name}",
-                    k.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
-                    hpa.metadata.name,
-                )
-                for scaled, hpa in self._hpas().items()
-                if scaled == name
-            ),
-        ):
-            try:
-                k.call(what, fn, target, self.namespace, propagation_policy="Background")
-            except RuntimeFailure as exc:
-                if not not_found(exc):
-                    raise
-
-    def scale_deployment(self, name: str, replicas: int, *, hpa_floor: bool) -> None:
-        k = self.kube
-        k.call(
-            f"scale deployment {name}",
-            k.apps.patch_namespaced_deployment_scale,
-            name,
-            self.namespace,
-            {"spec": {"replicas": replicas}},
-        )
-        if not hpa_floor or replicas == 0:
-            return
-        hpa = self._hpas().get(name)
-        if hpa is not None:
-            spec = {"minReplicas": replicas, "maxReplicas": max(replicas, hpa.spec.max_replicas)}
-            k.call(
-                f"horizontalpodautoscaler {hpa.metadata.name}",
-                k.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
-                hpa.metadata.name,
-                self.namespace,
-                {"spec": spec},
-            )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, progress: Progress = quiet) -> PlatformStatus:
@@ -264,15 +106,15 @@ class K8sRuntime(Runtime):
 
     def running(self) -> bool:
         try:
-            deployments = self.deployments()
+            deployments = self.cluster.deployments()
         except RuntimeFailure:
             return False
         return any((d.status.ready_replicas or 0) > 0 for d in deployments)
 
     # -- state ---------------------------------------------------------------------------------
     def status(self) -> PlatformStatus:
-        deployments = self.deployments()
-        replica_sets = self._replica_sets()
+        deployments = self.cluster.deployments()
+        replica_sets = self.cluster.replica_sets()
         by_service: dict[str, list[Any]] = {}
         for d in deployments:
             by_service.setdefault(d.metadata.labels[NAME], []).append(d)
@@ -337,7 +179,7 @@ class K8sRuntime(Runtime):
         )
 
     def _infra_status(self) -> dict[str, dict[str, Any]]:
-        by_name = {s.metadata.name: s for s in self._statefulsets()}
+        by_name = {s.metadata.name: s for s in self.cluster.statefulsets()}
         out: dict[str, dict[str, Any]] = {}
         for part, name in INFRA_STATEFULSETS.items():
             sts = by_name.get(name)
@@ -355,7 +197,7 @@ class K8sRuntime(Runtime):
 
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
         labels = {TIER: "app", NAME: service} if service else {TIER: "app"}
-        return [_replica(p) for p in self.pods(labels)]
+        return [_replica(p) for p in self.cluster.pods(labels)]
 
     def consul_address(self) -> str:
         """Consul is inside the cluster: meshctl reaches it through
@@ -374,67 +216,87 @@ class K8sRuntime(Runtime):
             raise RuntimeFailure(
                 f"{service} has a rollout in progress: wait for it or abort it first"
             )
-        self.scale_deployment(service, replicas, hpa_floor=True)
-        return self._service_status(service, self.deployments(service), self._replica_sets(service))
+        self.cluster.scale_deployment(service, replicas, hpa_floor=True)
+        c = self.cluster
+        return self._service_status(service, c.deployments(service), c.replica_sets(service))
 
     def kill_replica(self, replica_id: str, signal: str = "KILL") -> ReplicaInfo:
-        k = self.kube
-        pod = k.call(f"pod {replica_id}", k.core.read_namespaced_pod, replica_id, self.namespace)
-        grace = 0 if signal.upper() in ("KILL", "SIGKILL", "9") else None
-        k.call(
-            f"delete pod {replica_id}",
-            k.core.delete_namespaced_pod,
-            replica_id,
-            self.namespace,
-            grace_period_seconds=grace,
-        )
-        return _replica(pod).model_copy(update={"state": "stopping"})
+        """``KILL``: SIGKILL the pod's app process through ``pods/exec`` (a crash: no SIGTERM,
+        no preStop, no deregistration; the kubelet restarts the container in the same pod).
+        A pod deletion would not do: even with ``gracePeriodSeconds=0`` (which only removes the
+        object from the API at once) the kubelet sends SIGTERM first and waits. Any other
+        signal is a graceful deletion of the pod."""
+        pod = self.cluster.pod(replica_id)
+        if signal.upper() not in ("KILL", "SIGKILL", "9"):
+            k = self.kube
+            k.call(
+                f"delete pod {replica_id}",
+                k.core.delete_namespaced_pod,
+                replica_id,
+                self.namespace,
+            )
+            return _replica(pod).model_copy(update={"state": "stopping"})
+        self.cluster.kill_container(pod, _app_container(pod))
+        return _replica(pod).model_copy(update={"state": "failed", "last_exit": 137})
 
     def autoscale(self, enabled: bool | None = None) -> AutoscaleStatus:
-        if enabled is not None:
+        """The HPAs (or KEDA's ScaledObjects) are the autoscaler. ``False`` pauses every one of
+        the services' at the count it runs; ``True`` resumes them and checks that each can read
+        its metrics (the CPU HPAs need metrics-server, which kind does not ship)."""
+        apps = {d.metadata.name: d for d in self.cluster.deployments()}
+        scalers = {n: s for n, s in self.cluster.autoscalers().items() if n in apps}
+        if enabled is not None and not scalers:
             raise RuntimeFailure(
-                "on k8s the HorizontalPodAutoscalers are the autoscaler: kubectl apply or delete "
-                "them (k8s/base/apps)"
+                f"no HorizontalPodAutoscaler or ScaledObject scales a service in namespace "
+                f"{self.namespace} (kubectl apply -k k8s/overlays/dev puts them there)"
             )
-        hpas = self._hpas()
+        if enabled is False:
+            for name, scaler in scalers.items():
+                self.cluster.pause(scaler, apps[name].spec.replicas or 1)
+        elif enabled:
+            for scaler in scalers.values():
+                self.cluster.resume(scaler)
+            _check_metrics(scalers.values())
+        if enabled is not None:
+            scalers = {n: s for n, s in self.cluster.autoscalers().items() if n in apps}
         return AutoscaleStatus(
-            enabled=bool(hpas),
-            services={name: [_decision(name, hpa)] for name, hpa in sorted(hpas.items())},
+            enabled=any(not s.paused for s in scalers.values()),
+            services={
+                name: [_decision(name, s.hpa)]
+                for name, s in sorted(scalers.items())
+                if s.hpa is not None
+            },
         )
 
     # -- infrastructure ------------------------------------------------------------------------
-    def _statefulsets(self) -> list[Any]:
-        k = self.kube
-        listed = k.call(
-            "list statefulsets",
-            k.apps.list_namespaced_stateful_set,
-            self.namespace,
-            label_selector=INFRA,
-        )
-        return list(listed.items)
-
     def _statefulset(self, part: str) -> Any:
         name = INFRA_STATEFULSETS.get(part)
         if name is None:
             raise RuntimeFailure(
                 f"unknown infrastructure part {part!r} (known: {', '.join(INFRA_STATEFULSETS)})"
             )
-        k = self.kube
-        return k.call(
-            f"statefulset {name}", k.apps.read_namespaced_stateful_set, name, self.namespace
-        )
+        return self.cluster.statefulset(name)
 
     def stop_infra(self, part: str, *, timeout: float = INFRA_TIMEOUT) -> None:
         """Scale the part's StatefulSet to 0 and wait until its pods are gone. The count it had
         goes into an annotation first, so ``start_infra`` finds it from any meshctl."""
         sts = self._statefulset(part)
         name = sts.metadata.name
+        replicas = sts.spec.replicas if sts.spec.replicas is not None else 1
         if part == "kafka":
             _check_keeps_topics(sts)
-        replicas = sts.spec.replicas if sts.spec.replicas is not None else 1
+        if part == "consul" and replicas > 1:
+            raise RuntimeFailure(
+                f"statefulset {name} runs {replicas} Consul servers: stopped together, they come "
+                "back with new pod IPs and elect no leader, since Raft still knows the old "
+                "addresses (hashicorp/consul#10678); not stopping them (delete one pod to "
+                "rehearse a server failure, k8s/README.md)"
+            )
         if replicas > 0:
-            self._patch_statefulset(name, {"metadata": {"annotations": {STOPPED: str(replicas)}}})
-            self._scale_statefulset(name, 0)
+            self.cluster.patch_statefulset(
+                name, {"metadata": {"annotations": {STOPPED: str(replicas)}}}
+            )
+            self.cluster.scale_statefulset(name, 0)
         self._wait_statefulset(part, 0, timeout, quiet)
 
     def start_infra(
@@ -455,30 +317,10 @@ class K8sRuntime(Runtime):
         recorded = (sts.metadata.annotations or {}).get(STOPPED)
         want = int(recorded) if recorded and recorded.isdigit() else (sts.spec.replicas or 1)
         if sts.spec.replicas != want:
-            self._scale_statefulset(name, want)
+            self.cluster.scale_statefulset(name, want)
         self._wait_statefulset(part, want, timeout, progress)
         if recorded is not None:
-            self._patch_statefulset(name, {"metadata": {"annotations": {STOPPED: None}}})
-
-    def _patch_statefulset(self, name: str, patch: dict[str, Any]) -> None:
-        k = self.kube
-        k.call(
-            f"patch statefulset {name}",
-            k.apps.patch_namespaced_stateful_set,
-            name,
-            self.namespace,
-            patch,
-        )
-
-    def _scale_statefulset(self, name: str, replicas: int) -> None:
-        k = self.kube
-        k.call(
-            f"scale statefulset {name}",
-            k.apps.patch_namespaced_stateful_set_scale,
-            name,
-            self.namespace,
-            {"spec": {"replicas": replicas}},
-        )
+            self.cluster.patch_statefulset(name, {"metadata": {"annotations": {STOPPED: None}}})
 
     def _wait_statefulset(
         self, part: str, replicas: int, timeout: float, progress: Progress
@@ -498,7 +340,7 @@ class K8sRuntime(Runtime):
                 return
             if time.monotonic() >= deadline:
                 raise RuntimeFailure(f"{line} after {timeout:.0f}s")
-            time.sleep(self.poll_interval)
+            time.sleep(self.cluster.poll_interval)
 
     # -- rollouts ------------------------------------------------------------------------------
     def rollout(self, spec: RolloutSpec) -> RolloutStatus:
@@ -509,7 +351,7 @@ class K8sRuntime(Runtime):
                 f"{spec.service} already has a rollout in progress "
                 f"(meshctl rollout status|abort {spec.service})"
             )
-        deployment = self.deployment(spec.service)
+        deployment = self.cluster.deployment(spec.service)
         stable = deployment_version(deployment)
         record = rollout_record(deployment)
         if record is not None and deployment_rollout(deployment).state == "waiting":
@@ -528,7 +370,7 @@ class K8sRuntime(Runtime):
             "started_at": time.time(),
             "state": "progressing",
         }
-        self.set_version(deployment, spec.version, record)
+        self.cluster.set_version(deployment, spec.version, record)
         state = self._rolling_status(spec.service)
         assert state is not None
         return state
@@ -537,7 +379,7 @@ class K8sRuntime(Runtime):
         """Before a blue-green or canary (on the rollout thread): what would make it fail
         half-way, refused now. Returns the stable version."""
         service = spec.service
-        deployment = self.deployment(service)
+        deployment = self.cluster.deployment(service)
         if (deployment.metadata.labels or {}).get(COMPONENT) == "gateway":
             raise RuntimeFailure(
                 "the gateway weighs the services' versions, not its own: "
@@ -562,7 +404,7 @@ class K8sRuntime(Runtime):
                 f"({VERSION}={spec.version} is in its selector): go back to {spec.version} "
                 "with --strategy rolling"
             )
-        for other in self.deployments(service):
+        for other in self.cluster.deployments(service):
             version = template_version(other.spec.template)
             if other.metadata.name == service or not other.spec.replicas:
                 continue
@@ -587,41 +429,6 @@ class K8sRuntime(Runtime):
             )
         return stable
 
-    def set_version(self, deployment: Any, version: str, record: dict[str, Any] | None) -> None:
-        """Patch (strategic merge) the version into the Deployment and its pod template; the
-        rolling record goes into an annotation (``None`` removes it)."""
-        try:
-            container = version_container(deployment)
-        except ValueError as exc:
-            raise RuntimeFailure(str(exc)) from None
-        patch = {
-            "metadata": {
-                "labels": {VERSION: version},
-                "annotations": {
-                    ROLLOUT: json.dumps(record, sort_keys=True) if record is not None else None
-                },
-            },
-            "spec": {
-                "template": {
-                    "metadata": {"annotations": {VERSION: version}},
-                    "spec": {
-                        "containers": [
-                            {"name": container, "env": [{"name": VERSION_ENV, "value": version}]}
-                        ]
-                    },
-                }
-            },
-        }
-        name = deployment.metadata.name
-        k = self.kube
-        k.call(
-            f"patch deployment {name}",
-            k.apps.patch_namespaced_deployment,
-            name,
-            self.namespace,
-            patch,
-        )
-
     def rollout_status(self, service: str) -> RolloutStatus | None:
         driven = self.driver.get(service)
         if driven is not None and not driven.finished:
@@ -632,7 +439,7 @@ class K8sRuntime(Runtime):
         return driven
 
     def _rolling_status(self, service: str) -> RolloutStatus | None:
-        deployment = self.deployment(service)
+        deployment = self.cluster.deployment(service)
         record = rollout_record(deployment)
         if record is None:
             return None
@@ -672,14 +479,14 @@ class K8sRuntime(Runtime):
     def rollout_abort(self, service: str) -> RolloutStatus:
         if self.driver.active(service):
             return self.driver.abort(service)
-        deployment = self.deployment(service)
+        deployment = self.cluster.deployment(service)
         record = rollout_record(deployment)
         state = deployment_rollout(deployment).state if record else None
         if record is None or (state == "done" and record.get("state") != "aborting"):
             raise RuntimeFailure(self._no_rollout(service))
         if record.get("state") != "aborting":
             # Like `kubectl rollout undo`: the old template again, so the old ReplicaSet returns.
-            self.set_version(deployment, record["stable"], {**record, "state": "aborting"})
+            self.cluster.set_version(deployment, record["stable"], {**record, "state": "aborting"})
         status = self._rolling_status(service)
         assert status is not None
         return status
@@ -687,7 +494,7 @@ class K8sRuntime(Runtime):
     def rollout_promote(self, service: str) -> RolloutStatus:
         if self.driver.active(service):
             return self.driver.promote(service)
-        deployment = self.deployment(service)
+        deployment = self.cluster.deployment(service)
         if rollout_record(deployment) is not None and deployment_rollout(deployment).state == (
             "waiting"
         ):
@@ -714,6 +521,38 @@ def _check_keeps_topics(sts: Any) -> None:
             f"statefulset {sts.metadata.name} keeps no data across a scale to 0 (no mounted "
             "volume claim, or whenScaled: Delete): its topics would be lost; not stopping it"
         )
+
+
+def _app_container(pod: Any) -> str:
+    """The container of a pod that serves its app: the one reading SERVICE_VERSION."""
+    containers = pod.spec.containers or []
+    for container in containers:
+        if any(env.name == VERSION_ENV for env in container.env or []):
+            return str(container.name)
+    return str(containers[0].name)
+
+
+def _check_metrics(scalers: Iterable[Autoscaler]) -> None:
+    """Refuse an autoscaler that cannot read its metrics: the HPA controller says so in its
+    ScalingActive condition (FailedGetResourceMetric without metrics-server)."""
+    for scaler in scalers:
+        if scaler.hpa is None or scaler.paused:
+            continue
+        for condition in scaler.hpa.status.conditions or []:
+            reason = condition.reason or ""
+            if condition.type != "ScalingActive" or condition.status != "False":
+                continue
+            if not reason.startswith("FailedGet"):
+                continue
+            source = (
+                "KEDA's metrics API server (keda-operator-metrics-apiserver)"
+                if scaler.keda
+                else "metrics-server (the resource metrics API; kind does not ship it)"
+            )
+            raise RuntimeFailure(
+                f"{scaler.name} cannot read its metrics ({reason}: {condition.message or ''}): "
+                f"it needs {source}, see k8s/README.md"
+            )
 
 
 def _replica(pod: Any) -> ReplicaInfo:

@@ -28,19 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
+from infra.k8s.cluster import Cluster
 from infra.k8s.objects import NAME, VERSION, template_version, versioned_deployment
 from infra.k8s.rollout_rule import deployment_rollout
 from infra.local import promtext
 from infra.local.catalog import DEFAULT_PLATFORM, CatalogError, load_platform
 from infra.local.rollouts.target import AbortRollout
 from infra.runtime.base import RuntimeFailure
-
-if TYPE_CHECKING:
-    from infra.k8s.runtime import K8sRuntime
 
 SMOKE_PATH = "mesh.demo/smoke-path"  # optional, on the stable Deployment: overrides the catalogue
 INSTANCES = "gateway_upstream_instances"
@@ -60,8 +59,17 @@ class Plan:
 
 
 class K8sTarget:
-    def __init__(self, runtime: K8sRuntime) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        cluster: Cluster,
+        set_weights: Callable[[str, dict[str, int] | None], None],
+        api_key: str,
+    ) -> None:
+        """``set_weights`` writes the gateway weights (Consul KV); ``api_key`` is the gateway's
+        client key for blue-green's smoke requests."""
+        self.cluster = cluster
+        self._set_weights = set_weights
+        self.api_key = api_key
         self.plans: dict[str, Plan] = {}
         # The last metrics text of every gateway pod seen. A pod that is gone (scaled down,
         # restarted elsewhere) keeps its last counters in the sum, so the sum never drops and
@@ -82,7 +90,7 @@ class K8sTarget:
 
     # -- versions and their replica counts -----------------------------------------------------
     def stable(self, service: str) -> str:
-        return self.runtime.deployment_version(service)
+        return self.cluster.deployment_version(service)
 
     def set_stable(self, service: str, version: str) -> None:
         # The stable Deployment already runs ``version`` (see set_desired): only mark that
@@ -98,7 +106,7 @@ class K8sTarget:
         unprepared = f"{service}-{plan.version}" if plan and not plan.prepared else None
         return sum(
             d.spec.replicas or 0
-            for d in self.runtime.deployments(service)
+            for d in self.cluster.deployments(service)
             if template_version(d.spec.template) == version and d.metadata.name != unprepared
         )
 
@@ -112,7 +120,7 @@ class K8sTarget:
             self._set_versioned(service, version, count, plan)
 
     def _set_stable_count(self, service: str, plan: Plan, count: int) -> None:
-        deployment = self.runtime.deployment(service)
+        deployment = self.cluster.deployment(service)
         if count == 0:
             # Retiring the stable version. A Deployment cannot be renamed, so the new version
             # moves into the stable Deployment instead: its template takes the new version and
@@ -122,38 +130,38 @@ class K8sTarget:
             # any pod does (preStop, deregister, drain) while the stable ones serve. At no
             # instant has the new version fewer ready, routed instances than it had, so no
             # request is dropped; and the HPA, the PDB and `meshctl scale` keep their target.
-            self.runtime.set_version(deployment, plan.version, record=None)
+            self.cluster.set_version(deployment, plan.version, record=None)
             return
         if template_version(deployment.spec.template) != plan.stable:
             # An abort during that hand-over: the stable Deployment goes back to the old version.
-            self.runtime.set_version(deployment, plan.stable, record=None)
+            self.cluster.set_version(deployment, plan.stable, record=None)
         if deployment.spec.replicas != count:
             # No HPA floor here: the stable HPA owns this count and may move it, as it always does.
-            self.runtime.scale_deployment(service, count, hpa_floor=False)
+            self.cluster.scale_deployment(service, count, hpa_floor=False)
 
     def _set_versioned(self, service: str, version: str, count: int, plan: Plan) -> None:
         name = f"{service}-{version}"
-        existing = self.runtime.deployment_or_none(name)
+        existing = self.cluster.deployment_or_none(name)
         if count == 0:
             if existing is not None and existing.spec.replicas:
-                self.runtime.scale_deployment(name, 0, hpa_floor=False)
+                self.cluster.scale_deployment(name, 0, hpa_floor=False)
             return
         if existing is None or not plan.prepared:
-            stable = self.runtime.serialize(self.runtime.deployment(service))
+            stable = self.cluster.serialize(self.cluster.deployment(service))
             wanted = versioned_deployment(stable, service, version, count)
             if existing is None:
-                self.runtime.create_deployment(wanted)
+                self.cluster.create_deployment(wanted)
             else:
                 self._replace_template(existing, wanted, count)
             plan.prepared = True
         # Through the scale subresource, raising the floor of an HPA that targets it (the
         # bluegreen component gives payments-v2 one): green must really get the count.
-        self.runtime.scale_deployment(name, count, hpa_floor=True)
+        self.cluster.scale_deployment(name, count, hpa_floor=True)
 
     def _replace_template(self, existing: Any, wanted: dict[str, Any], count: int) -> None:
         """A Deployment of that name exists (a component's, or left by an earlier rollout):
         make it the same copy of the stable template, keeping its own metadata."""
-        current = self.runtime.serialize(existing)
+        current = self.cluster.serialize(existing)
         name = current["metadata"]["name"]
         selector = current["spec"]["selector"].get("matchLabels", {})
         if selector != wanted["spec"]["selector"]["matchLabels"]:
@@ -167,14 +175,14 @@ class K8sTarget:
         current["spec"]["template"] = wanted["spec"]["template"]
         current["spec"]["replicas"] = count
         current.pop("status", None)
-        self.runtime.replace_deployment(current)
+        self.cluster.replace_deployment(current)
 
     # -- waiting -------------------------------------------------------------------------------
     async def wait_ready(self, service: str, version: str, count: int, timeout: float) -> None:
         name = self._name(service, version)
         deadline = time.monotonic() + timeout
         while True:
-            d = self.runtime.deployment(name)
+            d = self.cluster.deployment(name)
             rule = deployment_rollout(d)
             ready = d.status.ready_replicas or 0
             # The stable Deployment's HPA may have moved its count since we set it.
@@ -193,7 +201,7 @@ class K8sTarget:
                 raise AbortRollout(
                     f"{service} {version}: {ready}/{want} ready after {timeout:g}s ({waiting})"
                 )
-            await asyncio.sleep(self.runtime.poll_interval)
+            await asyncio.sleep(self.cluster.poll_interval)
 
     async def wait_at_most(self, service: str, version: str, count: int, timeout: float) -> None:
         plan = self._plan(service)
@@ -205,7 +213,7 @@ class K8sTarget:
         if count == 0 and name != service:
             # A version with no pod left has no business in the namespace: an aborted canary
             # leaves it as it found it (the next rollout of that version makes a fresh copy).
-            self.runtime.delete_versioned(name)
+            self.cluster.delete_versioned(name)
 
     async def _hand_over(self, service: str, plan: Plan, timeout: float) -> None:
         """Wait for the stable Deployment to run the new version (set_desired started that),
@@ -214,14 +222,14 @@ class K8sTarget:
         versioned = f"{service}-{plan.version}"
         started = time.monotonic()
         while True:
-            d = self.runtime.deployment(service)
+            d = self.cluster.deployment(service)
             rule = deployment_rollout(d)
             budget = timeout * max(1, d.spec.replicas or 1)
             if rule.state == "failed":
                 raise AbortRollout(f"{service} taking over {plan.version}: {rule.message}")
             runs = template_version(d.spec.template) == plan.version
             if runs and rule.state == "done":
-                other = self.runtime.deployment_or_none(versioned)
+                other = self.cluster.deployment_or_none(versioned)
                 both = (d.status.ready_replicas or 0) + (
                     (other.status.ready_replicas or 0) if other is not None else 0
                 )
@@ -233,8 +241,8 @@ class K8sTarget:
                     f"{service} did not take over {plan.version} within {budget:g}s "
                     f"({rule.message})"
                 )
-            await asyncio.sleep(self.runtime.poll_interval)
-        self.runtime.delete_versioned(versioned)
+            await asyncio.sleep(self.cluster.poll_interval)
+        self.cluster.delete_versioned(versioned)
         await self._wait_pods_gone(service, plan.version, versioned, 0, timeout)
 
     async def _wait_pods_gone(
@@ -247,25 +255,25 @@ class K8sTarget:
         deadline = time.monotonic() + timeout
         while True:
             if name == service:
-                labels = dict(self.runtime.deployment(service).spec.selector.match_labels)
-            left = len(self.runtime.pods(labels))
+                labels = dict(self.cluster.deployment(service).spec.selector.match_labels)
+            left = len(self.cluster.pods(labels))
             if left <= count:
                 return
             if time.monotonic() >= deadline:
                 raise AbortRollout(
                     f"{service} {version}: {left} pods still running after {timeout:g}s"
                 )
-            await asyncio.sleep(self.runtime.poll_interval)
+            await asyncio.sleep(self.cluster.poll_interval)
 
     def _check_pods(self, service: str, version: str, deployment: Any) -> None:
         selector = dict(deployment.spec.selector.match_labels or {})
-        for pod in self.runtime.pods(selector):
+        for pod in self.cluster.pods(selector):
             for status in pod.status.container_statuses or []:
                 waiting = status.state.waiting if status.state else None
                 if waiting is not None and waiting.reason in HOPELESS:
                     name = pod.metadata.name
                     detail = waiting.message or (
-                        f"kubectl -n {self.runtime.namespace} describe pod {name}"
+                        f"kubectl -n {self.cluster.namespace} describe pod {name}"
                     )
                     raise AbortRollout(
                         f"{service} {version} cannot start: pod {name} is in "
@@ -289,16 +297,16 @@ class K8sTarget:
         """``/metrics`` of every ready gateway pod, through the API server's pod proxy; a pod
         that does not answer is left out (its last scrape stands in for it)."""
         out: dict[str, str] = {}
-        gateway = self.runtime.gateway_name()
-        namespace = self.runtime.namespace
-        for pod in self.runtime.pods({NAME: gateway}):
+        gateway = self.cluster.gateway_name()
+        namespace = self.cluster.namespace
+        for pod in self.cluster.pods({NAME: gateway}):
             conditions = {c.type: c.status for c in pod.status.conditions or []}
             if conditions.get("Ready") != "True" or pod.metadata.deletion_timestamp is not None:
                 continue
             port = _http_port(pod)
             path = f"/api/v1/namespaces/{namespace}/pods/{pod.metadata.name}:{port}/proxy/metrics"
             try:
-                answer = self.runtime.kube.proxy_get(path)
+                answer = self.cluster.kube.proxy_get(path)
             except RuntimeFailure:
                 continue
             if answer.status == 200:
@@ -312,10 +320,10 @@ class K8sTarget:
         return "\n".join(self._scrapes.values())
 
     async def set_weights(self, service: str, weights: dict[str, int] | None) -> None:
-        self.runtime.set_weights(service, weights)
+        self._set_weights(service, weights)
 
     def smoke_path(self, service: str) -> str | None:
-        annotations = self.runtime.deployment(service).metadata.annotations or {}
+        annotations = self.cluster.deployment(service).metadata.annotations or {}
         if annotations.get(SMOKE_PATH):
             return str(annotations[SMOKE_PATH])
         try:  # the k8s manifests deploy the services of the default catalogue
@@ -326,15 +334,15 @@ class K8sTarget:
     async def smoke(self, path: str, version: str) -> str | None:
         """One GET pinned to ``version`` through the gateway's Service, by the API server's
         service proxy (it forwards ``X-API-Key`` and ``X-Mesh-Version`` as they are)."""
-        gateway = self.runtime.gateway_name()
+        gateway = self.cluster.gateway_name()
         route, _, query = path.partition("?")
         proxy = (
-            f"/api/v1/namespaces/{self.runtime.namespace}/services/"
+            f"/api/v1/namespaces/{self.cluster.namespace}/services/"
             f"{gateway}:{GATEWAY_PORT_NAME}/proxy{route}"
         )
-        headers = {"X-API-Key": self.runtime.api_key, "X-Mesh-Version": version}
+        headers = {"X-API-Key": self.api_key, "X-Mesh-Version": version}
         try:
-            answer = self.runtime.kube.proxy_get(proxy, parse_qsl(query), headers)
+            answer = self.cluster.kube.proxy_get(proxy, parse_qsl(query), headers)
         except RuntimeFailure as exc:
             return f"GET {path} failed: {exc}"
         if answer.status >= 500:

@@ -1,9 +1,14 @@
-"""The supervisor's autoscaler: the HPA algorithm per service, on when ``autoscale on``.
+"""The autoscaler: the HPA algorithm per service, on when ``autoscale on``.
 
 Every ``sample_interval`` it samples the service's ready replicas; every ``sync_period`` it
 makes one decision (:class:`infra.local.hpa.Hpa`) and sets the stable version's replica count.
-Each decision, with every input, is one JSON line in ``logs/autoscaler.jsonl``. A service in
-the middle of a rollout is left alone, as are services scaled to zero by hand.
+Each decision, with every input, is one JSON line in its log (``logs/autoscaler.jsonl`` on
+the local runtime). A service in the middle of a rollout is left alone, as are services
+scaled to zero by hand.
+
+It drives replicas through :class:`Workloads`: the local supervisor's fleet of processes
+(:class:`FleetWorkloads`), or the containers of a compose project
+(``infra.compose.autoscaler``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from infra.local.catalog import Platform, ServiceSpec
 from infra.local.fleet import Fleet
 from infra.local.hpa import Hpa
-from infra.local.replica import State
+from infra.local.replica import HOST, State
 from infra.local.signals import Scrape, Signals, Target
 from infra.runtime.models import AutoscalerTarget, AutoscaleStatus, ScaleDecision
 
@@ -27,18 +33,53 @@ log = logging.getLogger(__name__)
 KEEP_DECISIONS = 20
 
 
+class Workloads(Protocol):
+    """The replica counts the autoscaler reads and sets, and the replicas it samples."""
+
+    def stable(self, service: str) -> str | None: ...
+
+    def desired(self, service: str, version: str) -> int: ...
+
+    def set_desired(self, service: str, version: str, count: int) -> None: ...
+
+    def ready(self, service: str) -> list[Target]: ...
+
+
+class FleetWorkloads:
+    """The local supervisor's processes."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    def stable(self, service: str) -> str | None:
+        return self.fleet.stable.get(service)
+
+    def desired(self, service: str, version: str) -> int:
+        return self.fleet.desired_of(service, version)
+
+    def set_desired(self, service: str, version: str, count: int) -> None:
+        self.fleet.set_desired(service, version, count)
+
+    def ready(self, service: str) -> list[Target]:
+        return [
+            Target(f"{HOST}:{r.port}", r.pid)
+            for r in self.fleet.of(service)
+            if r.state is State.READY and r.pid is not None
+        ]
+
+
 class Autoscaler:
     def __init__(
         self,
         platform: Platform,
-        fleet: Fleet,
+        workloads: Workloads,
         *,
         busy: Callable[[str], bool],
         scrape: Scrape,
         log_path: Path,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.fleet = fleet
+        self.workloads = workloads
         self.busy = busy  # True while a rollout owns the service's replica counts
         self.log_path = log_path
         self.clock = clock
@@ -93,11 +134,7 @@ class Autoscaler:
         )
 
     def _targets(self, spec: ServiceSpec) -> list[Target]:
-        return [
-            Target(r.port, r.pid)
-            for r in self.fleet.of(spec.name)
-            if r.state is State.READY and r.pid is not None
-        ]
+        return self.workloads.ready(spec.name)
 
     async def run(self) -> None:
         if not self.specs:
@@ -124,10 +161,10 @@ class Autoscaler:
                 self._decide(spec)
 
     def _decide(self, spec: ServiceSpec) -> None:
-        stable = self.fleet.stable.get(spec.name)
+        stable = self.workloads.stable(spec.name)
         if stable is None:
             return
-        current = self.fleet.desired_of(spec.name, stable)
+        current = self.workloads.desired(spec.name, stable)
         if current == 0:
             return
         readings = self.signals[spec.name].readings(self._targets(spec), current)
@@ -135,7 +172,7 @@ class Autoscaler:
         self.decisions[spec.name].append(decision)
         self._log(decision)
         if decision.desired != current:
-            self.fleet.set_desired(spec.name, stable, decision.desired)
+            self.workloads.set_desired(spec.name, stable, decision.desired)
             log.info(
                 "autoscaler: %s %d -> %d (%s)",
                 spec.name,

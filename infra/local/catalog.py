@@ -141,6 +141,9 @@ class RuntimeSpec(_Spec):
     # A replica that ran this long before crashing starts its backoff afresh.
     stable_after: Duration = 30.0
     ready_timeout: Duration = 60.0
+    # Enforce memory and CPU limits with cgroup v2 where the machine offers it; false: the
+    # supervisor's RSS watch for memory and no CPU limit, whatever the machine offers.
+    use_cgroups: bool = True
 
 
 class Platform(_Spec):

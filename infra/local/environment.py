@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from infra.local.catalog import Platform, ServiceSpec
 from infra.local.files import GatewaySecrets, HomeFiles
 from infra.local.replica import HOST
-from infra.local.versions import version_env
+from infra.runtime.versions import Resources, version_env, version_resources
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,7 @@ class ReplicaEnvironment:
                 GATEWAY_ADMIN_TOKEN=self.secrets.admin_token,
             )
         return env
+
+    def resources(self, spec: ServiceSpec, version: str) -> Resources:
+        """The version's requests and limits (its file over ``defaults.env``)."""
+        return version_resources(self.platform.versions_dir, spec.name, version)

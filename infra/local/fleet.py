@@ -18,6 +18,7 @@ from pathlib import Path
 
 from infra.local.catalog import Platform, ServiceSpec
 from infra.local.environment import ReplicaEnvironment
+from infra.local.limits import ResourceGuard
 from infra.local.replica import STOP_ORDER, WAITING, Replica, State
 from infra.process import StartError, free_port, port_in_use
 from services.common.backoff import Backoff
@@ -40,9 +41,12 @@ class Fleet:
         gateway_port: int,
         forget: Forget,
         cwd: Path,
+        guard: ResourceGuard | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.platform = platform
+        # Enforces the versions' resource limits; measures what each replica uses.
+        self.guard = guard or ResourceGuard(cwd, use_cgroups=False)
         self.environment = environment
         self.gateway_port = gateway_port
         self.forget = forget  # deregisters an instance that died without doing it itself
@@ -117,7 +121,12 @@ class Fleet:
             if code is None:
                 continue
             replica.crashed(
-                code, now, runtime.stable_after, runtime.crashloop_after, runtime.max_restarts
+                code,
+                now,
+                runtime.stable_after,
+                runtime.crashloop_after,
+                runtime.max_restarts,
+                reason=self.guard.exited(replica),
             )
             self.revision += 1
             log.warning(
@@ -126,6 +135,7 @@ class Fleet:
                     "replica": replica.id,
                     "version": replica.version,
                     "exit_code": code,
+                    "reason": replica.last_reason,
                     "state": replica.state.value,
                     "log_tail": replica.tail(),
                 },
@@ -168,6 +178,7 @@ class Fleet:
             log_dir=self.environment.files.logs,
             cwd=self.cwd,
             backoff=Backoff(base=runtime.restart_backoff, cap=runtime.restart_backoff_max),
+            resources=self.environment.resources(spec, version),
         )
         self.replicas.append(replica)
         self._launch(replica)
@@ -177,7 +188,7 @@ class Fleet:
 
     def _launch(self, replica: Replica) -> None:
         try:
-            replica.start(clock=self.clock)
+            replica.start(clock=self.clock, cgroup=self.guard.cgroup_for(replica))
         except StartError as exc:
             replica.crashed(127, self.clock(), 0.0, 1, 0)
             log.error("replica cannot start: %s", exc, extra={"replica": replica.id})
@@ -190,12 +201,14 @@ class Fleet:
             replica.port = self._port_for(spec)
         replica.restarts += 1
         replica.env = self.environment.build(spec, replica.version, replica.port)
+        replica.resources = self.environment.resources(spec, replica.version)
         self._launch(replica)
         log.info("replica restarted", extra={"replica": replica.id, "restarts": replica.restarts})
 
     def _stop(self, replica: Replica) -> None:
         if replica.state in WAITING or replica.state is State.FAILED or replica.process is None:
             self.replicas.remove(replica)
+            self.guard.forget(replica)
             self.revision += 1
             return
         replica.state = State.STOPPING
@@ -213,6 +226,7 @@ class Fleet:
         if code not in (0, None):
             await self.forget(replica.id)
         self.replicas.remove(replica)
+        self.guard.forget(replica)
         self._stops.pop(replica, None)
         self.revision += 1
         log.info("replica stopped", extra={"replica": replica.id, "exit_code": code})

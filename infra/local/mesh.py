@@ -111,7 +111,7 @@ class Mesh:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"GET {path} failed: {exc!r}"
 
-    async def scrape(self, port: int) -> str:
-        async with self.http.get(f"http://127.0.0.1:{port}/metrics") as response:
+    async def scrape(self, address: str) -> str:
+        async with self.http.get(f"http://{address}/metrics") as response:
             response.raise_for_status()
             return await response.text()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from infra.process import ManagedProcess
 from infra.runtime.models import ReplicaInfo
+from infra.runtime.versions import Resources
 from services.common.backoff import Backoff
 
 HOST = "127.0.0.1"
@@ -70,7 +71,17 @@ class Replica:
     passing: bool = False
     ever_ready: bool = False
     last_exit: int | None = None
+    last_reason: str | None = None  # OOMKilled, Error, Completed (as Kubernetes says it)
     pids: list[int] = field(default_factory=list)  # every pid this replica ever had
+    # Its version's requests and limits, and what the resource guard measured and did.
+    resources: Resources = field(default_factory=Resources)
+    cgroup: Path | None = None
+    cgroup_oom_kills: int = 0  # memory.events oom_kill when its process started
+    kill_reason: str | None = None  # set by whoever kills the current process on purpose
+    oom_kills: int = 0
+    rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    cpu_percent: float | None = None
 
     @property
     def id(self) -> str:
@@ -84,14 +95,24 @@ class Replica:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None and self.process.popen else None
 
-    def start(self, clock: Callable[[], float] = time.monotonic) -> None:
+    @property
+    def running(self) -> bool:
+        """A process of this replica is meant to be up (not waiting to restart, not gone)."""
+        return self.state not in WAITING | {State.FAILED} and self.pid is not None
+
+    def start(
+        self, clock: Callable[[], float] = time.monotonic, cgroup: Path | None = None
+    ) -> None:
         self.process = ManagedProcess(
             f"{self.service}-{self.version}-{self.port}",
             self.argv,
             log_path=self.log_path,
             env=self.env,
             cwd=self.cwd,
+            cgroup=cgroup,
         )
+        self.kill_reason = None
+        self.rss_bytes = self.cpu_percent = None
         self.process.start()
         self.pids.append(self.process.pid)
         self.state = State.STARTING
@@ -108,10 +129,17 @@ class Replica:
         return self.process.popen.poll()
 
     def crashed(
-        self, code: int, now: float, stable_after: float, crashloop_after: int, max_restarts: int
+        self,
+        code: int,
+        now: float,
+        stable_after: float,
+        crashloop_after: int,
+        max_restarts: int,
+        reason: str | None = None,
     ) -> None:
         """Record an unexpected exit and schedule the restart (or give up)."""
         self.last_exit = code
+        self.last_reason = reason or ("Completed" if code == 0 else "Error")
         self.passing = False
         if now - self.started_mono >= stable_after:
             # It ran well for a while: this is a new incident, not a crash loop.
@@ -153,4 +181,11 @@ class Replica:
             passing=self.passing,
             last_exit=self.last_exit,
             log=str(self.log_path),
+            last_reason=self.last_reason,
+            oom_kills=self.oom_kills,
+            rss_bytes=self.rss_bytes if self.running else None,
+            peak_rss_bytes=self.peak_rss_bytes,
+            cpu_percent=self.cpu_percent if self.running else None,
+            memory_limit_bytes=self.resources.memory_limit,
+            cpu_limit_millicores=self.resources.cpu_limit,
         )

@@ -8,6 +8,7 @@ here goes through the supervisor's control API or Consul; nothing keeps state in
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from infra.runtime.base import Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
     GatewayInfo,
+    LimitsEnforcement,
     Overview,
     PlatformStatus,
     ReplicaInfo,
@@ -218,6 +220,7 @@ class LocalRuntime(Runtime):
                 "address": row.get("address"),
                 "source": row.get("source"),
                 "healthy": row["healthy"],
+                **{k: row[k] for k in ("persistence", "data", "storage") if k in row},
             }
             for row in self._infra().status()
         }
@@ -226,11 +229,14 @@ class LocalRuntime(Runtime):
         except ControlError:
             return PlatformStatus(runtime=self.name, gateway=None, services=[], infra=infra)
         services = [ServiceStatus.model_validate(s) for s in snapshot["services"]]
+        limits = snapshot.get("limits")
         return PlatformStatus(
             runtime=self.name,
             gateway=self._gateway_info(snapshot, services),
             services=[s for s in services if s.kind != "gateway"],
             infra=infra,
+            replicas=[ReplicaInfo.model_validate(r) for r in snapshot["replicas"]],
+            limits=LimitsEnforcement.model_validate(limits) if limits else None,
         )
 
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
@@ -267,6 +273,29 @@ class LocalRuntime(Runtime):
             self._infra(progress).start_part(part)
         except StartError as exc:
             raise RuntimeFailure(str(exc)) from None
+
+    def crash_infra(self, part: str) -> None:
+        try:
+            self._infra().crash_part(part)
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
+    def set_redis_persistence(self, mode: str) -> None:
+        try:
+            self._infra().set_redis_persistence(mode)
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
+    def remove_volumes(self, progress: Progress = quiet) -> list[str]:
+        if self._infra().records():
+            raise RuntimeFailure("the infrastructure is still running: meshctl down first")
+        removed = []
+        for folder in self._infra().data_dirs():
+            if folder.exists():
+                shutil.rmtree(folder)
+                progress(f"removed {folder}")
+                removed.append(str(folder))
+        return removed
 
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         body = self.client.call("PUT", f"/services/{service}/replicas", {"replicas": replicas})

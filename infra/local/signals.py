@@ -21,15 +21,18 @@ from infra.runtime.models import MetricReading
 
 log = logging.getLogger(__name__)
 
-Scrape = Callable[[int], Awaitable[str]]
+# Reads the /metrics of the replica at an address (host:port).
+SCRAPE_TIMEOUT = 2.0
+Scrape = Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True)
 class Target:
-    """A replica the autoscaler may read: its port (metrics) and pid (CPU)."""
+    """A replica the autoscaler may read: where its /metrics answers, and the pid of its
+    process when this machine sees it (CPU; None: a container in a VM, no CPU reading)."""
 
-    port: int
-    pid: int
+    address: str
+    pid: int | None
 
 
 @dataclass
@@ -63,12 +66,14 @@ class Signals:
         if "cpu" in kinds:
             # The first sight of a replica starts its measuring period.
             for replica in replicas:
-                mark = self._cpu_mark(replica.pid) if replica.pid not in self._cpu else None
+                if replica.pid is None or replica.pid in self._cpu:
+                    continue
+                mark = self._cpu_mark(replica.pid)
                 if mark is not None:
                     self._cpu[replica.pid] = mark
         if not replicas or not kinds & {"in_flight", "lag"}:
             return
-        texts = await asyncio.gather(*(self._read(r.port) for r in replicas))
+        texts = await asyncio.gather(*(self._read(r.address) for r in replicas))
         parsed = [promtext.parse(t) for t in texts if t is not None]
         if not parsed:
             return
@@ -79,11 +84,11 @@ class Signals:
         if "lag" in kinds:
             self._lag.append(group_lag(parsed))
 
-    async def _read(self, port: int) -> str | None:
+    async def _read(self, address: str) -> str | None:
         try:
-            return await asyncio.wait_for(self.scrape(port), 2.0)
+            return await asyncio.wait_for(self.scrape(address), SCRAPE_TIMEOUT)
         except Exception as exc:  # a replica that is going away: skip it this time
-            log.debug("scrape of port %s failed: %s", port, exc)
+            log.debug("scrape of %s failed: %s", address, exc)
             return None
 
     def _cpu_mark(self, pid: int) -> _CpuMark | None:
@@ -122,6 +127,8 @@ class Signals:
     def _cpu_percent(self, replicas: Sequence[Target]) -> tuple[float | None, dict[str, object]]:
         percents: dict[str, float] = {}
         for replica in replicas:
+            if replica.pid is None:
+                continue
             before = self._cpu.get(replica.pid)
             now = self._cpu_mark(replica.pid)
             if now is None:
@@ -129,7 +136,7 @@ class Signals:
             self._cpu[replica.pid] = now
             if before is None or now.wall <= before.wall:
                 continue
-            percents[str(replica.port)] = round(
+            percents[replica.address] = round(
                 100 * (now.cpu - before.cpu) / (now.wall - before.wall), 1
             )
         alive = {r.pid for r in replicas}

@@ -24,17 +24,18 @@ from typing import Any
 from aiohttp import web
 
 from infra.embedded import Infra, StartError, mesh_home
-from infra.local.autoscaler import Autoscaler
+from infra.local.autoscaler import Autoscaler, FleetWorkloads
 from infra.local.catalog import DEFAULT_GATEWAY_PORT, CatalogError, Platform, load_platform
 from infra.local.control import build_control_app
 from infra.local.environment import ReplicaEnvironment
 from infra.local.files import HomeFiles, load_or_create_secrets, write_json
 from infra.local.fleet import Fleet
+from infra.local.limits import WATCH_EVERY, ResourceGuard
 from infra.local.mesh import Mesh
 from infra.local.rollout_target import FleetTarget
 from infra.local.rollouts.manager import RolloutError, Rollouts
-from infra.local.versions import VersionError, version_env
 from infra.runtime.models import RolloutSpec, ServiceStatus
+from infra.runtime.versions import VersionError, version_env, version_resources
 from services.common.logging import setup_logging
 
 log = logging.getLogger("infra.local.supervisor")
@@ -55,13 +56,19 @@ class Supervisor:
             endpoints.consul_addr, self.gateway_url, self.secrets.admin_token, self.secrets.api_key
         )
         environment = ReplicaEnvironment(platform, self.files, endpoints.env(), self.secrets)
+        self.guard = ResourceGuard(home, use_cgroups=platform.runtime.use_cgroups)
         self.fleet = Fleet(
-            platform, environment, gateway_port=gateway_port, forget=self.mesh.forget, cwd=home
+            platform,
+            environment,
+            gateway_port=gateway_port,
+            forget=self.mesh.forget,
+            cwd=home,
+            guard=self.guard,
         )
         self.rollouts = Rollouts(FleetTarget(platform, self.fleet, self.mesh), self._check_rollout)
         self.autoscaler = Autoscaler(
             platform,
-            self.fleet,
+            FleetWorkloads(self.fleet),
             busy=self.rollouts.active,
             scrape=self.mesh.scrape,
             log_path=self.files.autoscaler_log,
@@ -84,6 +91,7 @@ class Supervisor:
             )
         try:
             version_env(self.platform.versions_dir, spec.service, spec.version)
+            version_resources(self.platform.versions_dir, spec.service, spec.version)
         except (VersionError, OSError) as exc:
             raise RolloutError("bad_version", str(exc), 400) from None
 
@@ -127,6 +135,7 @@ class Supervisor:
             "pids": self.fleet.pids(),
             "rollouts": {k: v.model_dump() for k, v in self.rollouts.all().items()},
             "autoscaler": {"enabled": self.autoscaler.enabled},
+            "limits": self.guard.enforcement.model_dump(),
         }
 
     # -- loops ---------------------------------------------------------------------------------
@@ -148,6 +157,9 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         self.fleet.reconcile()
+
+    async def _limits(self) -> None:
+        self.guard.tick(self.fleet.replicas)
 
     async def _health(self) -> None:
         checks = await self.mesh.checks()
@@ -201,6 +213,7 @@ class Supervisor:
             asyncio.create_task(self._every(HEALTH_EVERY, "consul health", self._health)),
             asyncio.create_task(self._every(STATE_EVERY, "state file", self._state)),
             asyncio.create_task(self.autoscaler.run()),
+            asyncio.create_task(self._every(WATCH_EVERY, "resource limits", self._limits)),
         ]
         await self._stop.wait()
         log.info("stopping: draining every replica")
@@ -211,6 +224,7 @@ class Supervisor:
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+        self.guard.close()
         self._write_state()
         self.files.supervisor.unlink(missing_ok=True)
         await runner.cleanup()

@@ -57,23 +57,6 @@ def _infra(detached: bool = True) -> Infra:
     return Infra(mesh_home(), detached=detached, progress=progress)
 
 
-def _print_infra_table(rows: list[dict[str, Any]]) -> None:
-    header = ("PART", "SOURCE", "ADDRESS", "PID", "STATE")
-    table = [header] + [
-        (
-            r["name"],
-            r.get("source", "-"),
-            r.get("address", "-"),
-            str(r.get("pid") or "-"),
-            r["state"],
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
 def infra_up(as_json: bool) -> int:
     infra = _infra()
     if infra.running():
@@ -108,7 +91,7 @@ def infra_status(as_json: bool) -> int:
             state["kafka_client"] = kafka_clients.client_settings(kafka["address"], embedded)
         print(json.dumps(state, indent=2))
     else:
-        _print_infra_table(rows)
+        platform.print_infra(rows)
         if kafka is not None:
             print("\n".join(kafka_clients.describe(kafka["address"], embedded)))
     return 0 if all(r["healthy"] for r in rows) else 1
@@ -160,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("up", help="start the platform on RUNTIME (local|compose|k8s), wait healthy")
-    sub.add_parser("down", help="stop the platform and leave no process behind")
+    p = sub.add_parser("down", help="stop the platform and leave no process behind")
+    p.add_argument(
+        "--volumes", action="store_true", help="remove the data kept between runs too (Redis)"
+    )
     p = sub.add_parser("status", help="show every part and its health")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("logs", help="the log of a part, a service (all replicas) or supervisor")
@@ -224,7 +210,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if command == "up":
         return platform.up(runtime)
     if command == "down":
-        return platform.down(runtime)
+        return platform.down(runtime, args.volumes)
     if command == "status":
         return platform.status(runtime, args.json)
     if command == "console":

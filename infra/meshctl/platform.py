@@ -7,12 +7,23 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from infra.console.files import console_url, start_console, stop_console
 from infra.embedded import Infra, StartError, mesh_home
+from infra.embedded.persistence import FSYNC_WINDOW
 from infra.meshctl.output import CommandError, print_table, progress
 from infra.runtime import Runtime
-from infra.runtime.models import ConsoleInfo, GatewayInfo, PlatformStatus, ReplicaInfo
+from infra.runtime.base import PartialStart
+from infra.runtime.models import (
+    ConsoleInfo,
+    GatewayInfo,
+    LimitsEnforcement,
+    PlatformStatus,
+    ReplicaInfo,
+)
+from infra.runtime.versions import cpu_text, memory_text
 
 SAMPLE_ORDER = '{"customer_id": "c-1", "items": [{"sku": "SKU-001", "quantity": 1}]}'
 
@@ -46,6 +57,39 @@ def print_services(state: PlatformStatus, replicas: list[ReplicaInfo]) -> None:
     print_table(("SERVICE", "REPLICAS", "VERSIONS", "ADDRESSES", "HEALTH"), rows)
 
 
+def _mib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024**2:.0f}Mi"
+
+
+def _use(use: str, limit: str | None) -> str:
+    return f"{use} / {limit or 'no limit'}"
+
+
+def print_replicas(replicas: list[ReplicaInfo], limits: LimitsEnforcement | None) -> None:
+    """Each replica: its restarts and why it last ended, memory and CPU against its limits."""
+    rows = []
+    for r in replicas:
+        restarts = str(r.restarts) + (f" ({r.last_reason})" if r.last_reason else "")
+        memory_limit = memory_text(r.memory_limit_bytes) if r.memory_limit_bytes else None
+        cpu_limit = cpu_text(r.cpu_limit_millicores) if r.cpu_limit_millicores else None
+        cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}%"
+        rows.append(
+            (
+                r.address,
+                r.service,
+                r.version,
+                r.state,
+                restarts,
+                _use(_mib(r.rss_bytes), memory_limit),
+                _use(cpu, cpu_limit),
+            )
+        )
+    header = ("REPLICA", "SERVICE", "VERSION", "STATE", "RESTARTS", "RSS / LIMIT", "CPU / LIMIT")
+    print_table(header, rows)
+    if limits is not None:
+        print(f"limits: {limits.detail}")
+
+
 def print_next_steps(gateway: GatewayInfo, console: str | None = None) -> None:
     key, url = gateway.api_key, gateway.url
     header = f"-H 'X-API-Key: {key}'"
@@ -72,16 +116,23 @@ def up(runtime: Runtime) -> int:
         start_console_with_platform(runtime)
         return status(runtime, as_json=False)
     started = time.monotonic()
+    shortfall = None
     try:
         state = runtime.up(progress)
     except KeyboardInterrupt:
         print("interrupted: stopped everything this command had started", file=sys.stderr)
         return 130
+    except PartialStart as partial:
+        state, shortfall = partial.status, str(partial)
     print(f"platform healthy in {time.monotonic() - started:.1f}s", file=sys.stderr)
     console = start_console_with_platform(runtime)
     print_services(state, runtime.replicas())
     if state.gateway is not None:
         print_next_steps(state.gateway, console)
+    if shortfall:
+        # Running, but not what was asked for: say so where scripts look, the exit code.
+        print(f"meshctl: {shortfall}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,10 +148,13 @@ def start_console_with_platform(runtime: Runtime) -> str | None:
         return None
 
 
-def down(runtime: Runtime) -> int:
+def down(runtime: Runtime, volumes: bool = False) -> int:
     stopped = ["console"] if stop_console(mesh_home()) else []
     stopped += runtime.down(progress)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    if volumes:
+        removed = runtime.remove_volumes(progress)
+        print("removed: " + (", ".join(removed) if removed else "no data was kept"))
     return 0
 
 
@@ -138,9 +192,25 @@ def console(runtime: Runtime, port: int | None, open_browser: bool, stop: bool, 
     return 0
 
 
-def _print_infra(rows: list[dict[str, object]]) -> None:
+def keeps(row: Mapping[str, object]) -> str:
+    """What a part keeps across a restart or ``make down``, in a few words."""
+    if "persistence" in row:
+        mode = str(row["persistence"])
+        if mode == "off":
+            return "nothing (persistence off)"
+        where = f" in {row['data']}" if row.get("data") else ""
+        if mode in FSYNC_WINDOW:
+            return f"append-only file{where}, fsync {mode}"
+        return f"{mode}{where}"
+    if "storage" in row:
+        storage = str(row["storage"])
+        return "nothing (memory://)" if storage.startswith("memory://") else storage
+    return "-"
+
+
+def print_infra(rows: list[dict[str, Any]]) -> None:
     print_table(
-        ("PART", "SOURCE", "ADDRESS", "PID", "STATE"),
+        ("PART", "SOURCE", "ADDRESS", "PID", "STATE", "KEEPS"),
         [
             (
                 str(r["name"]),
@@ -148,6 +218,7 @@ def _print_infra(rows: list[dict[str, object]]) -> None:
                 str(r.get("address", "-")),
                 str(r.get("pid") or "-"),
                 str(r["state"]),
+                keeps(r),
             )
             for r in rows
         ],
@@ -164,10 +235,16 @@ def status(runtime: Runtime, as_json: bool) -> int:
         state.gateway is None or state.gateway.healthy
     )
     if as_json:
-        print(json.dumps(state.model_dump(), indent=2))
+        # The DESIGN.md shape; a runtime's additions only where it has them.
+        extras = {k for k in ("replicas", "limits", "console") if getattr(state, k) is None}
+        print(json.dumps(state.model_dump(exclude=extras), indent=2))
         return 0 if infra_ok and services_ok else 1
     if state.gateway is not None:
-        print_services(state, runtime.replicas())
+        replicas = state.replicas if state.replicas is not None else runtime.replicas()
+        print_services(state, replicas)
+        if any(r.rss_bytes is not None or r.memory_limit_bytes for r in replicas):
+            print()
+            print_replicas(replicas, state.limits)
         print(f"\ngateway {state.gateway.url}  API key {state.gateway.api_key}")
         print(
             f"console {state.console.url}\n"
@@ -178,7 +255,7 @@ def status(runtime: Runtime, as_json: bool) -> int:
         print("platform: not running (make up)\n")
     home = getattr(runtime, "home", None)
     if home is not None:
-        _print_infra(Infra(home).status())
+        print_infra(Infra(home).status())
     return 0 if infra_ok and services_ok else 1
 
 

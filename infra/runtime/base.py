@@ -38,6 +38,16 @@ class RuntimeFailure(RuntimeError):
     """A runtime refused or failed an operation; the message is one line for the user."""
 
 
+class PartialStart(RuntimeFailure):
+    """``up`` started the platform, but not all that was asked for (the compose stack on its
+    local stand-ins when no registry answered): the message says what is missing, ``status``
+    is what runs. The command shows the platform and still fails."""
+
+    def __init__(self, message: str, status: PlatformStatus) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Runtime(ABC):
     name: ClassVar[str]
 
@@ -108,6 +118,11 @@ class Runtime(ABC):
     def scale(self, service: str, replicas: int) -> ServiceStatus:
         """Set the replica count of the service's stable version; returns at once."""
 
+    def set_version_replicas(self, service: str, version: str, replicas: int) -> None:
+        """Run ``replicas`` replicas of any version beside the stable one (below the rollouts:
+        a version the gateway shares by instance, as the lessons use it)."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot run a second version by hand yet")
+
     @abstractmethod
     def kill_replica(self, replica_id: str, signal: str = "KILL") -> ReplicaInfo:
         """Kill one replica without grace (a fault drill); the runtime restarts it."""
@@ -152,6 +167,23 @@ class Runtime(ABC):
         """Start a part stopped by :meth:`stop_infra` at the same address; return once it
         answers (and, for Kafka, once the declared topics exist again)."""
         raise RuntimeFailure(f"the {self.name} runtime cannot start {part} yet")
+
+    def crash_infra(self, part: str) -> None:
+        """Kill one infrastructure part without grace (SIGKILL: no shutdown, no last write to
+        disk), as a crash would; it stays down until :meth:`start_infra` starts it again at
+        the same address, with the same settings (the redis-crash drill)."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot crash {part} yet")
+
+    def set_redis_persistence(self, mode: str) -> None:
+        """Switch Redis's persistence (``always``, ``everysec``, ``off``) while the platform
+        runs, and keep it for Redis's restarts: a drill run once per mode on one platform.
+        ``status().infra["redis"]["persistence"]`` says which one is on."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot switch Redis's persistence")
+
+    def remove_volumes(self, progress: Progress = quiet) -> list[str]:
+        """After :meth:`down`: delete what the platform keeps between runs (Redis's data), as
+        ``docker compose down -v`` does; return what was removed."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot remove its volumes here")
 
     # -- rollouts ------------------------------------------------------------------------------
     @abstractmethod

@@ -69,6 +69,21 @@ class MeshKV:
             raise KVError(f"weights for {service}: {exc}") from None
         self._put(TRAFFIC_PREFIX + service, weights)
 
+    def seed_weights(self, service: str, weights: dict[str, int]) -> bool:
+        """Write the weights only where the key does not exist yet (``cas=0``); False when it
+        did: weights someone set (a rollout's step, an operator) are never overwritten."""
+        try:
+            parse_weights(json.dumps(weights))
+        except WeightsError as exc:
+            raise KVError(f"weights for {service}: {exc}") from None
+        try:
+            written = self._client.kv.put(
+                TRAFFIC_PREFIX + service, json.dumps(weights, sort_keys=True), cas=0
+            )
+        except Exception as exc:
+            raise KVError(f"consul at {self.addr} did not answer: {exc}") from None
+        return bool(written)
+
     def faults(self, service: str, version: str | None = None) -> FaultSettings | None:
         raw = self._get(faults_key(service, version))
         if not raw:

@@ -48,6 +48,15 @@ class ReplicaInfo(_Model):
     passing: bool = False
     last_exit: int | None = None
     log: str | None = None
+    # Why the last process ended, as Kubernetes says it: OOMKilled, Error, Completed.
+    last_reason: str | None = None
+    oom_kills: int = 0
+    # Resources: use (None when not measured) against the version's limits (None: no limit).
+    rss_bytes: int | None = None
+    peak_rss_bytes: int | None = None  # the highest RSS seen, restarts included
+    cpu_percent: float | None = None  # of one core, over about the last second
+    memory_limit_bytes: int | None = None
+    cpu_limit_millicores: int | None = None
 
 
 class ServiceStatus(_Model):
@@ -76,6 +85,14 @@ class ConsoleInfo(_Model):
     url: str
 
 
+class LimitsEnforcement(_Model):
+    """How this runtime enforces the replicas' resource limits on this machine."""
+
+    memory: Literal["cgroup", "rss-watch", "runtime"]  # runtime: the engine or the kubelet
+    cpu: Literal["cgroup", "none", "runtime"]  # none: CPU limits are not enforced
+    detail: str = ""
+
+
 class PlatformStatus(_Model):
     runtime: str
     gateway: GatewayInfo | None
@@ -83,6 +100,9 @@ class PlatformStatus(_Model):
     infra: dict[str, dict[str, Any]]
     # The live page (``meshctl console``), while it runs.
     console: ConsoleInfo | None = None
+    # Additions a runtime may fill: every replica, and how limits are enforced.
+    replicas: list[ReplicaInfo] | None = None
+    limits: LimitsEnforcement | None = None
 
     def service(self, name: str) -> ServiceStatus | None:
         return next((s for s in self.services if s.name == name), None)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
+
+import psutil
 
 from infra.runtime import RuntimeFailure
 from infra.runtime.models import RolloutSpec, RolloutStatus, Strategy
+from infra.runtime.versions import memory_text, version_resources
 from loadtests.drills.audit import OrderAudit
-from loadtests.drills.engine import SLO, Drill, DrillContext
+from loadtests.drills.engine import SLO, WARMUP, Drill, DrillContext
+from loadtests.drills.lesson import Chart, Fix, Lesson, LessonHalf, Role
 from loadtests.drills.load import LoadPlan
-from loadtests.drills.timeline import window
+from loadtests.drills.timeline import percentile, route_latencies, window
 from services.common.faults import FaultSettings
 
 READY_TIMEOUT = 45.0
@@ -325,6 +332,8 @@ class Autoscale(Drill):
         ctx.facts["replicas_before"] = ensure_replicas(ctx, service, 1)
         ctx.facts["faults_before"] = ctx.runtime.faults(service)
         ctx.runtime.set_faults(service, FaultSettings(latency_ms=self.slow_dependency_ms))
+        # Put back what was there: off on local, on (the HPAs) on k8s.
+        ctx.facts["autoscale_before"] = ctx.runtime.autoscale().enabled
         ctx.runtime.autoscale(True)
         ctx.facts["operation"] = f"spike {self.rate:g} -> {self.spike_rate:g} arrivals/s"
 
@@ -345,7 +354,7 @@ class Autoscale(Drill):
         ctx.event(f"{service}: {current()[1]} replicas ready")
 
     def restore(self, ctx: DrillContext) -> None:
-        ctx.runtime.autoscale(False)
+        ctx.runtime.autoscale(bool(ctx.facts.pop("autoscale_before", False)))
         ctx.runtime.set_faults(self.options.service, ctx.facts.pop("faults_before", None))
         before = ctx.facts.get("replicas_before")
         if isinstance(before, int):
@@ -502,3 +511,1082 @@ DRILLS: dict[str, type[Drill]] = {
     d.name: d
     for d in (Autoscale, Rolling, BlueGreen, Canary, CanaryBad, KillReplica, BrokerRestart)
 }
+
+
+# -- lessons: the chapter's common mistakes, the wrong way and then the right way -------------
+# The version files every runtime reads (the lessons' releases and their limits are there).
+VERSIONS_DIR = Path(__file__).resolve().parents[2] / "infra" / "versions"
+MIB = 1024**2
+
+
+def roll_to(ctx: DrillContext, service: str, version: str) -> None:
+    """A gated rolling update to ``version`` between two runs of a lesson (not measured)."""
+    state = ctx.runtime.rollout_status(service)
+    if state is not None and not state.finished:
+        ctx.runtime.rollout_abort(service)
+        ctx.runtime.wait_rollout(service, timeout=120)
+    if stable_version(ctx, service) == version:
+        return
+    ctx.say(f"  preparing: {service} back to {version} (a rolling update, not measured)")
+    ctx.runtime.rollout(RolloutSpec(service=service, version=version, strategy="rolling"))
+    state = ctx.runtime.wait_rollout(service, timeout=120)
+    if state.phase != "completed":
+        raise RuntimeFailure(f"{service} could not go back to {version}: {state.message}")
+
+
+def _lost(measured: Mapping[str, Any]) -> SLO:
+    lost, accepted = measured.get("orders_lost"), measured.get("orders_accepted", 0)
+    return SLO(
+        "no lost orders",
+        "every accepted order CONFIRMED or CANCELLED",
+        f"{lost} of {accepted} not terminal",
+        lost == 0 and accepted > 0,
+    )
+
+
+def _number(measured: Mapping[str, Any], key: str) -> float | None:
+    value = measured.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _shown(measured: Mapping[str, Any], key: str, unit: str = "", digits: int = 0) -> str:
+    value = _number(measured, key)
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _yaml(data: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def _nested(row: Mapping[str, Any], key: str, service: str, version: str) -> float | None:
+    value = (row.get(key) or {}).get(service, {}).get(version)
+    return float(value) if isinstance(value, int | float) else None
+
+
+class ProbesHalf(LessonHalf, RolloutDrill):
+    """A rolling update of two replicas to the slow-warming release."""
+
+    name = "lesson-probes"
+    title = "Lesson: no readiness probe"
+    description = "One half of lesson-probes: a rolling update to a slow-warming release."
+    strategy = "rolling"
+    replicas = 2
+
+    def op_at(self) -> float:
+        return 8.0
+
+    def target_version(self, ctx: DrillContext) -> str:
+        assert isinstance(self.lesson, LessonProbes)
+        return self.lesson.versions[self.role]
+
+    def prepare(self, ctx: DrillContext) -> None:
+        assert isinstance(self.lesson, LessonProbes)
+        roll_to(ctx, self.options.service, self.lesson.start_version)
+        super().prepare(ctx)
+        probe = "no readiness probe" if self.role == "wrong" else "readiness probe on /readyz"
+        ctx.facts["operation"] = (
+            f"rolling update {self.options.service} {ctx.facts['from_version']} -> "
+            f"{ctx.facts['to_version']} ({probe})"
+        )
+
+    def restore(self, ctx: DrillContext) -> None:
+        assert isinstance(self.lesson, LessonProbes)
+        roll_to(ctx, self.options.service, self.lesson.start_version)
+
+    def measure(
+        self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit
+    ) -> dict[str, float | int | str]:
+        start = ctx.op_start if ctx.op_start is not None else self.op_at()
+        end = (ctx.op_end if ctx.op_end is not None else start) + 2
+        during = window(rows, start, end)
+        total = window(rows, 0.0, float("inf"))
+        base = self.baseline(rows, ctx)
+        measured: dict[str, float | int | str] = {
+            "rollout_phase": str(ctx.facts.get("rollout_phase", "not started")),
+            "failed_requests": total.failures,
+            "requests": total.requests,
+            "rollout_failures": during.failures,
+            "rollout_requests": during.requests,
+        }
+        if ctx.op_start is not None and ctx.op_end is not None:
+            measured["rollout_s"] = round(ctx.op_end - ctx.op_start, 1)
+        if during.p99_ms is not None:
+            measured["rollout_p99_ms"] = during.p99_ms
+        if base.p99_ms is not None:
+            measured["baseline_p99_ms"] = base.p99_ms
+        return measured
+
+
+class LessonProbes(Lesson):
+    name = "lesson-probes"
+    title = "Lesson: no readiness probe"
+    description = (
+        "Rolls orders (2 replicas) from v1 to a release that needs 6 s to warm up after it "
+        "starts listening: first deployed without a readiness probe (v6), then with one (v7), "
+        "under the same open-loop load."
+    )
+    mistake = (
+        "The mistake: no health checks. A container without a readiness probe counts as ready "
+        "the moment it starts, so the load balancer sends it requests while it is still warming "
+        "up (a cold cache, a JIT, a connection pool being filled), and a rolling update moves "
+        "on and stops the next old instance without waiting for the new one: for a few "
+        "seconds nothing warm is left to answer. Here the same release (6 s of warm-up, "
+        "requests wait until it is warm) is rolled out twice. Without a probe the registry "
+        "only checks that its port answers; with the probe, /readyz answers 503 until it is "
+        "warm, the gateway sends it nothing and the update waits for it."
+    )
+    versions: ClassVar[dict[str, str]] = {"wrong": "v6", "right": "v7"}
+    start_version: ClassVar[str] = "v1"
+    # Waiting behind a 6 s warm-up costs seconds; a healthy p99 here is tens of ms.
+    max_p99_ms: ClassVar[float] = 1000.0
+    half_duration = 32.0
+
+    def half(self, role: Role) -> LessonHalf:
+        return ProbesHalf(self.options, self, role)
+
+    def expect(self, role: Role, measured: Mapping[str, Any]) -> list[SLO]:
+        phase = str(measured.get("rollout_phase", "not started"))
+        completed = SLO("the rolling update completed", "completed", phase, phase == "completed")
+        if role == "wrong":
+            failures = int(_number(measured, "rollout_failures") or 0)
+            p99 = _number(measured, "rollout_p99_ms")
+            hurt = failures > 0 or (p99 is not None and p99 > self.max_p99_ms)
+            harm = SLO(
+                "the mistake shows: requests fail or the p99 is blown during the update",
+                f"> 0 failed, or p99 > {self.max_p99_ms:.0f}ms",
+                f"{failures} failed of {measured.get('rollout_requests', 0)}, "
+                f"p99 {_shown(measured, 'rollout_p99_ms', 'ms')}",
+                hurt,
+                f"baseline p99 {_shown(measured, 'baseline_p99_ms', 'ms')}",
+            )
+            return [completed, harm, _lost(measured)]
+        failed = int(_number(measured, "failed_requests") or 0)
+        requests = int(_number(measured, "requests") or 0)
+        clean = SLO(
+            "no failed requests",
+            "0",
+            f"{failed} of {requests}",
+            failed == 0 and requests > 0,
+            f"p99 during the update {_shown(measured, 'rollout_p99_ms', 'ms')}",
+        )
+        return [completed, clean, _lost(measured)]
+
+    def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
+        return [
+            (
+                "failed requests",
+                "during the update (+2 s)",
+                lambda m: f"{_shown(m, 'rollout_failures')} of {_shown(m, 'rollout_requests')}",
+            ),
+            (
+                "failed requests",
+                "the whole run",
+                lambda m: f"{_shown(m, 'failed_requests')} of {_shown(m, 'requests')}",
+            ),
+            ("p99", "during the update", lambda m: _shown(m, "rollout_p99_ms", " ms")),
+            ("p99", "before the update", lambda m: _shown(m, "baseline_p99_ms", " ms")),
+            ("update took", "2 replicas", lambda m: _shown(m, "rollout_s", " s", 1)),
+            ("orders lost", "accepted, not terminal", lambda m: _shown(m, "orders_lost")),
+        ]
+
+    def charts(self) -> list[Chart]:
+        service = self.options.service
+
+        def new_replicas(row: Mapping[str, Any]) -> float | None:
+            versions = (row.get("replicas") or {}).get(service)
+            if not isinstance(versions, Mapping):
+                return None
+            return float(sum(n for v, n in versions.items() if v != self.start_version))
+
+        return [
+            Chart(
+                "failures",
+                "Failed requests",
+                "Failed requests per second, both runs on the same clock (seconds since the "
+                "run's load started).",
+                "failed requests per second",
+                lambda row: float(row.get("failures") or 0),
+            ),
+            Chart(
+                "p99",
+                "p99 latency",
+                "The 99th percentile of the response times of each second.",
+                "ms (log scale)",
+                lambda row: row.get("p99_ms"),
+                log=True,
+            ),
+            Chart(
+                "replicas",
+                "Replicas of the new release",
+                "Running replicas of the release being rolled out, in each run: with the probe, "
+                "each new replica is waited for until it is warm.",
+                "replicas",
+                new_replicas,
+                step=True,
+            ),
+        ]
+
+    def fixes(self) -> list[Fix]:
+        service = self.options.service
+        return [
+            Fix(
+                f"infra/versions/{service}-{self.versions['wrong']}.env (this platform)",
+                "dotenv",
+                "# delete this line: the default, http, is the readiness probe on /readyz\n"
+                "READINESS_PROBE=none\n",
+            ),
+            Fix(
+                "Kubernetes: the container of the Deployment",
+                "yaml",
+                _yaml(
+                    {
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", "port": "http"},
+                            "periodSeconds": 2,
+                            "failureThreshold": 2,
+                        },
+                        "livenessProbe": {
+                            "httpGet": {"path": "/healthz", "port": "http"},
+                            "periodSeconds": 10,
+                        },
+                    }
+                ),
+            ),
+            Fix(
+                "docker-compose.yml: the service",
+                "yaml",
+                _yaml(
+                    {
+                        "services": {
+                            service: {
+                                "healthcheck": {
+                                    "test": ["CMD", "python", "/opt/mesh/healthcheck.py"],
+                                    "interval": "5s",
+                                    "timeout": "3s",
+                                    "retries": 3,
+                                    "start_period": "30s",
+                                }
+                            }
+                        }
+                    }
+                ),
+            ),
+        ]
+
+
+class LimitsHalf(LessonHalf):
+    """One replica of the leaking release beside a healthy one, under the same load."""
+
+    name = "lesson-limits"
+    title = "Lesson: no resource limits"
+    description = "One half of lesson-limits: a replica of a leaking release beside a healthy one."
+
+    def op_at(self) -> float:
+        return 8.0
+
+    @property
+    def limits_lesson(self) -> LessonLimits:
+        assert isinstance(self.lesson, LessonLimits)
+        return self.lesson
+
+    @property
+    def version(self) -> str:
+        return self.limits_lesson.versions[self.role]
+
+    def prepare(self, ctx: DrillContext) -> None:
+        service = self.options.service
+        for version in self.limits_lesson.versions.values():
+            ctx.runtime.set_version_replicas(service, version, 0)
+        ctx.facts["replicas_before"] = ensure_replicas(ctx, service, 1)
+        stable = stable_version(ctx, service)
+        limit = self.limits_lesson.limit_of(self.version)
+        ctx.facts["operation"] = (
+            f"one {service} {self.version} replica (leaks under load; memory limit: "
+            f"{'none' if limit is None else f'{limit / MIB:.0f} MiB'}) beside {stable}"
+        )
+
+    def operate(self, ctx: DrillContext) -> None:
+        service, version = self.options.service, self.version
+        lesson = self.limits_lesson
+        ceiling = lesson.ceiling_bytes()
+        ctx.runtime.set_version_replicas(service, version, 1)
+        ctx.event(f"started one {service} {version} replica beside the stable one")
+        samples: list[tuple[float, float]] = []  # (t, RSS MiB) while it leaks unchecked
+        kills = restarts = 0
+        peak = 0
+        stopped = False
+        while ctx.now() < self.duration - 1.0 and not ctx.stop.is_set():
+            mine = [r for r in ctx.runtime.replicas(service) if r.version == version]
+            for replica in mine:
+                peak = max(peak, replica.peak_rss_bytes or 0, replica.rss_bytes or 0)
+                if replica.oom_kills > kills:
+                    kills = replica.oom_kills
+                    ctx.event(
+                        f"{version} replica {replica.last_reason or 'killed'} (kill {kills}; "
+                        f"peak RSS {peak / MIB:.0f} MiB)"
+                    )
+                if replica.restarts > restarts:
+                    restarts = replica.restarts
+                if replica.rss_bytes is not None:
+                    ctx.sample("rss_mb", round(replica.rss_bytes / MIB, 1))
+                if self.role == "wrong" and not stopped and replica.rss_bytes is not None:
+                    samples.append((ctx.now(), replica.rss_bytes / MIB))
+                if not stopped and replica.rss_bytes is not None and replica.rss_bytes >= ceiling:
+                    stopped = True
+                    ctx.facts["ceiling_reached_s"] = ctx.now()
+                    ctx.event(
+                        f"safe ceiling reached ({replica.rss_bytes / MIB:.0f} MiB >= "
+                        f"{ceiling / MIB:.0f} MiB): the drill stops the leaking replica"
+                    )
+                    ctx.runtime.set_version_replicas(service, version, 0)
+            if ctx.stop.wait(0.25):
+                break
+        ctx.facts.update(
+            {
+                "peak_rss_mb": round(peak / MIB, 1),
+                "oom_kills": kills,
+                "restarts": restarts,
+                "ceiling_mb": round(ceiling / MIB, 1),
+            }
+        )
+        last = [r for r in ctx.runtime.replicas(service) if r.version == version]
+        if last and last[0].last_reason:
+            ctx.facts["last_reason"] = last[0].last_reason
+        ctx.facts.update(_leak_line(samples))
+        ctx.event(f"leaking replica: peak RSS {peak / MIB:.0f} MiB, {kills} OOM kills")
+
+    def restore(self, ctx: DrillContext) -> None:
+        service = self.options.service
+        ctx.runtime.set_version_replicas(service, self.version, 0)
+        before = ctx.facts.get("replicas_before")
+
+        def gone() -> bool:
+            return not any(r.version == self.version for r in ctx.runtime.replicas(service))
+
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        if isinstance(before, int) and before != 1:
+            ctx.runtime.scale(service, before)
+
+    def audit_deadline(self, ctx: DrillContext) -> float:
+        # Every OOM kill is a consumer leaving its group without a word: the saga waits for
+        # the rebalances, so the accepted orders get longer to finish than in other drills.
+        return time.time() + 60.0
+
+    def measure(
+        self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit
+    ) -> dict[str, float | int | str]:
+        lesson = self.limits_lesson
+        start = ctx.op_start if ctx.op_start is not None else self.op_at()
+        total = window(rows, 0.0, float("inf"))
+        limit = lesson.limit_of(lesson.versions["right"])
+        measured: dict[str, float | int | str] = {
+            key: value
+            for key, value in ctx.facts.items()
+            if key
+            in (
+                "peak_rss_mb",
+                "oom_kills",
+                "restarts",
+                "last_reason",
+                "ceiling_mb",
+                "ceiling_reached_s",
+                "leak_mb_per_s",
+                "leak_from_s",
+                "leak_from_mb",
+            )
+            and isinstance(value, int | float | str)
+        }
+        own = lesson.limit_of(self.version)
+        measured.update(
+            {
+                "memory_limit": "none" if own is None else memory_text(own),
+                "limit_mb": round((limit or 0) / MIB, 1),
+                "margin_mb": lesson.margin_mb,
+                "failed_requests": total.failures,
+                "requests": total.requests,
+                "unanswered_requests": _unanswered(rows),
+                "run_s": self.duration,
+            }
+        )
+        for row in rows:  # each second's, for the report's chart (its raw times stay here)
+            p99 = percentile(
+                route_latencies([row], row["t"], row["t"] + 1, lesson.neighbours), 0.99
+            )
+            if p99 is not None:
+                ctx.sample("neighbours_p99_ms", p99, at=row["t"])
+        for key, times in (
+            ("neighbours_p99_ms", route_latencies(rows, start, float("inf"), lesson.neighbours)),
+            (
+                "neighbours_baseline_p99_ms",
+                route_latencies(rows, WARMUP, start, lesson.neighbours),
+            ),
+            ("orders_p99_ms", route_latencies(rows, start, float("inf"), (lesson.route,))),
+            (
+                "completion_p99_ms",
+                [t for row in rows if row["t"] >= start for t in row.get("completion_ms") or []],
+            ),
+        ):
+            p99 = percentile(times, 0.99)
+            if p99 is not None:
+                measured[key] = p99
+        return measured
+
+
+def _leak_line(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """The straight line through the RSS of the leaking replica (least squares), from its
+    first sample above the start-up: where it was heading when the drill stopped it."""
+    points = samples[2:] if len(samples) > 4 else samples
+    if len(points) < 3:
+        return {}
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread <= 0:
+        return {}
+    slope = sum((t - mean_t) * (y - mean_y) for t, y in points) / spread
+    first = points[0][0]
+    return {
+        "leak_mb_per_s": round(slope, 1),
+        "leak_from_s": round(first, 2),
+        "leak_from_mb": round(mean_y + slope * (first - mean_t), 1),
+    }
+
+
+def _unanswered(rows: list[dict[str, Any]]) -> int:
+    """Failures without an HTTP answer (a timeout or a reset at the client): the gateway
+    answers every request it cannot serve with a status, so a request it held is either
+    retried elsewhere or fails visibly."""
+    return sum(
+        count
+        for row in rows
+        for message, count in (row.get("errors") or {}).items()
+        if not message.split(": ", 1)[-1].startswith("HTTP ")
+        and "over LOAD_MAX_OUTSTANDING" not in message
+    )
+
+
+class LessonLimits(Lesson):
+    name = "lesson-limits"
+    title = "Lesson: no resource limits"
+    description = (
+        "Runs one replica of an orders release that leaks memory under load beside a healthy "
+        "v1 replica: first deployed without a memory limit (v4), then with one (v5), under "
+        "the same open-loop load."
+    )
+    mistake = (
+        "The mistake: no resource limits. A container without a memory limit may take all "
+        "the memory of its node: a release that leaks grows until the kernel or the kubelet "
+        "has to kill something, and not necessarily the culprit. Here a release keeps 6 MiB "
+        "of every request it serves. Without a limit nothing stops it (the drill does, at a "
+        "safe ceiling, so that this machine is never at risk); with a limit, the runtime "
+        "kills exactly that replica when it crosses the line (OOMKilled), restarts it with "
+        "backoff, and the healthy replica beside it serves. A limit contains the damage; it "
+        "does not fix the leak: the report also shows what the restarts cost."
+    )
+    versions: ClassVar[dict[str, str]] = {"wrong": "v4", "right": "v5"}
+    route: ClassVar[str] = "/api/orders"
+    # The other services' routes: what a leak next door could slow down.
+    neighbours: ClassVar[tuple[str, ...]] = ("/api/stock", "/api/notifications")
+    # "Several times the limit it should have had", and where the drill stops it.
+    times_limit: ClassVar[float] = 3.0
+    ceiling_times: ClassVar[float] = 4.0
+    # The RSS watch reads every 50 ms and one request adds 6 MiB: the replica may go past
+    # its limit by what it takes in that time. (With cgroup v2 memory.max, by nothing.)
+    margin_mb: ClassVar[float] = 24.0
+    half_duration = 35.0
+
+    def half(self, role: Role) -> LessonHalf:
+        return LimitsHalf(self.options, self, role)
+
+    def limit_of(self, version: str) -> int | None:
+        return version_resources(VERSIONS_DIR, self.options.service, version).memory_limit
+
+    def ceiling_bytes(self) -> int:
+        limit = self.limit_of(self.versions["right"]) or 128 * MIB
+        # Never more than a quarter of what this machine has free.
+        return int(min(self.ceiling_times * limit, psutil.virtual_memory().available / 4))
+
+    def expect(self, role: Role, measured: Mapping[str, Any]) -> list[SLO]:
+        peak = _number(measured, "peak_rss_mb")
+        limit = _number(measured, "limit_mb") or 0.0
+        kills = int(_number(measured, "oom_kills") or 0)
+        if role == "wrong":
+            line = self.times_limit * limit
+            grew = SLO(
+                "the mistake shows: RSS grows past several times the limit it should have had",
+                f">= {self.times_limit:g} x {limit:.0f} MiB = {line:.0f} MiB",
+                f"peak {_shown(measured, 'peak_rss_mb', ' MiB')}, {kills} OOM kills",
+                peak is not None and limit > 0 and peak >= line and kills == 0,
+                f"heading up at {_shown(measured, 'leak_mb_per_s', ' MiB/s', 1)}; stopped by "
+                f"the drill at its {_shown(measured, 'ceiling_mb', ' MiB')} ceiling",
+            )
+            return [grew, _lost(measured)]
+        margin = _number(measured, "margin_mb") or self.margin_mb
+        reason = str(measured.get("last_reason", "none"))
+        restarts = int(_number(measured, "restarts") or 0)
+        unanswered = int(_number(measured, "unanswered_requests") or 0)
+        return [
+            SLO(
+                "RSS never above its limit by more than the margin",
+                f"<= {limit:.0f} + {margin:.0f} MiB",
+                f"peak {_shown(measured, 'peak_rss_mb', ' MiB')}",
+                peak is not None and limit > 0 and peak <= limit + margin,
+                "the highest RSS the supervisor saw, every 50 ms, restarts included",
+            ),
+            SLO(
+                "OOM-killed and restarted",
+                ">= 1 kill, reason OOMKilled, restarted",
+                f"{kills} kills, {restarts} restarts, last reason {reason}",
+                kills >= 1 and restarts >= 1 and reason == "OOMKilled",
+            ),
+            SLO(
+                "the requests it held were retried or failed visibly",
+                "0 requests without an answer",
+                f"{unanswered} without an answer; "
+                f"{_shown(measured, 'failed_requests')} failed with a status",
+                unanswered == 0,
+                "the gateway retries what it may on the healthy replica, else answers 502/503",
+            ),
+            _lost(measured),
+        ]
+
+    def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
+        return [
+            (
+                "peak RSS of the leaking replica",
+                "highest seen by the supervisor",
+                lambda m: _shown(m, "peak_rss_mb", " MiB"),
+            ),
+            ("memory limit", "its version file", lambda m: str(m.get("memory_limit", "n/a"))),
+            ("OOM kills / restarts", "of the leaking replica", lambda m: _kills_shown(m)),
+            (
+                "where the line was heading",
+                "leak rate; RSS at the end of the run",
+                lambda m: _projection_shown(m),
+            ),
+            (
+                "failed requests",
+                "the whole run",
+                lambda m: f"{_shown(m, 'failed_requests')} of {_shown(m, 'requests')}",
+            ),
+            ("orders p99", "/api/orders, from the operation on", lambda m: _ms_shown(m, "orders")),
+            (
+                "neighbours' p99",
+                "/api/stock and /api/notifications, from the operation on",
+                lambda m: (
+                    _shown(m, "neighbours_p99_ms", " ms")
+                    + f" (before: {_shown(m, 'neighbours_baseline_p99_ms', ' ms')})"
+                ),
+            ),
+            (
+                "order completion p99",
+                "POST to CONFIRMED/CANCELLED, from the operation on",
+                lambda m: _shown(m, "completion_p99_ms", " ms"),
+            ),
+            ("orders lost", "accepted, not terminal", lambda m: _shown(m, "orders_lost")),
+        ]
+
+    def charts(self) -> list[Chart]:
+        service = self.options.service
+        versions = self.versions
+
+        def rss(row: Mapping[str, Any]) -> float | None:
+            return next(
+                (
+                    v
+                    for v in (
+                        _nested(row, "rss_mb", service, version) for version in versions.values()
+                    )
+                    if v is not None
+                ),
+                None,
+            )
+
+        def lines(summaries: Mapping[Role, Mapping[str, Any]]) -> list[tuple[str, float]]:
+            right = summaries["right"]
+            limit = _number(right, "limit_mb")
+            marks = []
+            if limit:
+                marks.append((f"limit {limit:.0f} MiB", limit))
+                marks.append((f"{self.times_limit:g} x limit", self.times_limit * limit))
+            ceiling = _number(summaries["wrong"], "ceiling_mb")
+            if ceiling:
+                marks.append((f"drill's ceiling {ceiling:.0f} MiB", ceiling))
+            return marks
+
+        def projection(summaries: Mapping[Role, Mapping[str, Any]]) -> list[tuple[float, float]]:
+            wrong = summaries["wrong"]
+            rate, t0, y0 = (
+                _number(wrong, k) for k in ("leak_mb_per_s", "leak_from_s", "leak_from_mb")
+            )
+            end = _number(wrong, "run_s")
+            if rate is None or t0 is None or y0 is None or end is None:
+                return []
+            return [(t0, y0), (end, y0 + rate * (end - t0))]
+
+        return [
+            Chart(
+                "rss",
+                "Memory of the leaking replica",
+                "Resident memory (RSS) of the leaking release's replica, as the drill read it "
+                "four times a second; dashed: the straight line its growth was on when the "
+                "drill stopped it.",
+                "MiB",
+                rss,
+                series="rss_mb",
+                lines=lines,
+                projection=projection,
+            ),
+            Chart(
+                "failures",
+                "Failed requests",
+                "Failed requests per second, both runs on the same clock.",
+                "failed requests per second",
+                lambda row: float(row.get("failures") or 0),
+            ),
+            Chart(
+                "neighbours",
+                "p99 of the neighbours",
+                "The 99th percentile of each second's response times of the other services' "
+                "routes (/api/stock, /api/notifications).",
+                "ms",
+                lambda _row: None,  # the raw times are not in the report: see measure()
+                series="neighbours_p99_ms",
+            ),
+            Chart(
+                "completion",
+                "Order completion p99",
+                "The 99th percentile of the time from POST to a final state, of the orders "
+                "that finished in each second.",
+                "ms (log scale)",
+                lambda row: row.get("completion_p99_ms"),
+                log=True,
+            ),
+        ]
+
+    def fixes(self) -> list[Fix]:
+        service, version = self.options.service, self.versions["right"]
+        resources = version_resources(VERSIONS_DIR, service, version)
+        limit = resources.memory_limit
+        return [
+            Fix(
+                f"infra/versions/{service}-{version}.env (this platform)",
+                "dotenv",
+                f"LIMITS_MEMORY={memory_text(limit) if limit else 'none'}\n"
+                + (
+                    f"REQUESTS_MEMORY={memory_text(resources.memory_request)}\n"
+                    if resources.memory_request
+                    else ""
+                ),
+            ),
+            Fix(
+                "Kubernetes: the container of the Deployment",
+                "yaml",
+                _yaml({"resources": resources.k8s()}),
+            ),
+            Fix(
+                "docker-compose.yml: the service",
+                "yaml",
+                _yaml({"services": {service: resources.compose()}}),
+            ),
+        ]
+
+
+def _kills_shown(measured: Mapping[str, Any]) -> str:
+    return f"{_shown(measured, 'oom_kills')} / {_shown(measured, 'restarts')}" + (
+        f" ({measured['last_reason']})" if measured.get("last_reason") else ""
+    )
+
+
+def _projection_shown(measured: Mapping[str, Any]) -> str:
+    rate, t0, y0, end = (
+        _number(measured, k) for k in ("leak_mb_per_s", "leak_from_s", "leak_from_mb", "run_s")
+    )
+    if rate is None or t0 is None or y0 is None or end is None:
+        return "n/a"
+    return f"{rate:.1f} MiB/s; {y0 + rate * (end - t0):.0f} MiB at {end:.0f} s"
+
+
+def _ms_shown(measured: Mapping[str, Any], prefix: str) -> str:
+    return _shown(measured, f"{prefix}_p99_ms", " ms")
+
+
+LESSONS: dict[str, type[Lesson]] = {lesson.name: lesson for lesson in (LessonProbes, LessonLimits)}
+
+
+# -- persistence: a Redis crash (issue 21) ----------------------------------------------------
+# Self-contained: what it imports beyond the top of the file is imported here.
+from infra.embedded.persistence import FSYNC_WINDOW, REDIS_MODES  # noqa: E402
+
+
+class RedisCrash(Drill):
+    name = "redis-crash"
+    title = "Redis crash"
+    description = (
+        "SIGKILLs Redis under load (no shutdown, no last fsync) and starts it again at the "
+        "same address a second later. The saga must resume by itself (gateway, consumers, "
+        "outbox relay: nothing restarted), and no order accepted more than the fsync window "
+        "before the crash may be lost (always: none; everysec: 2 s; off keeps nothing, so "
+        "every earlier order is at risk and the drill fails). Every lost order is listed: its "
+        "id, when it was accepted and why it counts as lost."
+    )
+    default_duration = 40.0
+    min_duration = 15.0
+    down_for: ClassVar[float] = 1.0  # seconds Redis stays dead
+    resume_within: ClassVar[float] = 15.0  # until the gateway accepts orders again
+    terminal_within: ClassVar[float] = 30.0  # after Redis is back, for every accepted order
+
+    def prepare(self, ctx: DrillContext) -> None:
+        # options.persistence (the persistence lesson runs the drill with off, then
+        # everysec): Redis is switched to it for the drill, and back after.
+        wanted = self.options.persistence
+        if wanted is not None:
+            ctx.facts["persistence_before"] = self._mode(ctx)
+            ctx.runtime.set_redis_persistence(wanted)
+        mode = self._mode(ctx)
+        ctx.facts["persistence"] = mode
+        ctx.facts["fsync_window_s"] = FSYNC_WINDOW.get(mode, 0.0)
+        ctx.facts["restarts_before"] = {r.id: r.restarts for r in ctx.runtime.replicas()}
+        ctx.facts["operation"] = f"kill -KILL redis (persistence {mode}), start it again"
+
+    @staticmethod
+    def _mode(ctx: DrillContext) -> str:
+        redis = ctx.runtime.status().infra.get("redis", {})
+        return str(redis.get("persistence") or "unknown")
+
+    def operate(self, ctx: DrillContext) -> None:
+        ctx.facts["crashed_at"] = time.time()
+        ctx.runtime.crash_infra("redis")
+        ctx.event(f"redis killed with SIGKILL (persistence {ctx.facts['persistence']})")
+        if ctx.stop.wait(self.down_for):
+            raise RuntimeFailure("drill stopped while Redis was down")
+        ctx.runtime.start_infra("redis", progress=ctx.event)
+        ctx.facts["redis_back_at"] = time.time()
+        ctx.event("redis answering again at the same address")
+
+        def all_ready() -> bool:
+            state = ctx.runtime.status()
+            gateway_ok = state.gateway is not None and state.gateway.healthy
+            return gateway_ok and all(s.healthy >= s.replicas for s in state.services)
+
+        ctx.wait_until(all_ready, READY_TIMEOUT, "every service ready again")
+        ctx.facts["restarts_after"] = {r.id: r.restarts for r in ctx.runtime.replicas()}
+        ctx.event("every service ready again")
+
+    def restore(self, ctx: DrillContext) -> None:
+        if "crashed_at" in ctx.facts and "redis_back_at" not in ctx.facts:
+            ctx.runtime.start_infra("redis")
+        before = ctx.facts.get("persistence_before")
+        if self.options.persistence is not None and before in REDIS_MODES:
+            ctx.runtime.set_redis_persistence(str(before))
+
+    def audit_deadline(self, ctx: DrillContext) -> float:
+        return float(ctx.facts.get("redis_back_at", time.time())) + self.terminal_within
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(),
+            "redis_down_s": self.down_for,
+            "persistence": self.options.persistence or "as the platform runs",
+        }
+
+    def measure_crash(self, ctx: DrillContext, audit: OrderAudit) -> dict[str, float | int | str]:
+        """What the crash cost, from the accepted orders: the figures the SLOs (and a lesson
+        that runs this drill once per persistence mode) judge. Also lists every lost order
+        (``ctx.facts["lost_detail"]``, the report's Lost orders table). Only ``redis_crashed:
+        0`` when the crash did not happen (the operation failed: the engine says why)."""
+        if "crashed_at" not in ctx.facts or "redis_back_at" not in ctx.facts:
+            return {"redis_crashed": 0}
+        crashed = float(ctx.facts["crashed_at"])
+        back = float(ctx.facts["redis_back_at"])
+        window = float(ctx.facts.get("fsync_window_s") or 0.0)
+        lost = crash_losses(audit, ctx, crashed, back, window)
+        ctx.facts["lost_detail"] = lost
+        inside = sum(1 for r in lost if r["in_window"])
+        after = [i for i, at in audit.accepted_at.items() if at >= back]
+        first = min((audit.accepted_at[i] for i in after), default=None)
+        before: dict[str, int] = ctx.facts.get("restarts_before") or {}
+        now: dict[str, int] = ctx.facts.get("restarts_after") or {}
+        figures: dict[str, float | int | str] = {
+            "redis_crashed": 1,
+            "persistence": str(ctx.facts.get("persistence")),
+            "fsync_window_s": window,
+            "orders_accepted_before_window": sum(
+                1 for at in audit.accepted_at.values() if at < crashed - window
+            ),
+            "orders_lost_in_window": inside,
+            "orders_lost_outside_window": len(lost) - inside,
+            "orders_accepted_after_restart": len(after),
+            "orders_stuck_after_restart": sum(1 for i in after if i not in audit.terminal),
+            # -1: no order was accepted after the restart
+            "accepting_again_s": -1.0 if first is None else round(first - back, 2),
+            "replicas_watched": len(before),
+            "replicas_restarted": sum(1 for i in before if now.get(i, -1) != before[i]),
+        }
+        ctx.facts.update(figures)
+        return figures
+
+    def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
+        f = self.measure_crash(ctx, audit)
+        if not f["redis_crashed"]:
+            return [SLO("redis crashed and started again", "both", "not done", False)]
+        lost: list[dict[str, Any]] = ctx.facts["lost_detail"]
+        outside = [r for r in lost if not r["in_window"]]
+        stuck = [
+            i
+            for i, at in audit.accepted_at.items()
+            if at >= float(ctx.facts["redis_back_at"]) and i not in audit.terminal
+        ]
+        took = float(f["accepting_again_s"])
+        restarted = int(f["replicas_restarted"])
+        return [
+            SLO(
+                f"no order lost from before the fsync window ({f['persistence']})",
+                f"0 lost of those accepted more than {f['fsync_window_s']:g}s before the crash "
+                "or after it",
+                f"{f['orders_lost_outside_window']} lost "
+                f"({f['orders_accepted_before_window']} accepted before the window); "
+                f"{f['orders_lost_in_window']} lost inside the window",
+                not outside and int(f["orders_accepted_before_window"]) > 0,
+                (f"e.g. {outside[0]['order']}: {outside[0]['why']}" if outside else "")
+                + ("" if f["orders_accepted_before_window"] else "no order accepted before it")
+                + ("; persistence off keeps nothing" if f["persistence"] == "off" else ""),
+            ),
+            SLO(
+                "the shop accepts orders again by itself",
+                f"first 202 within {self.resume_within:g}s after Redis is back",
+                "no order accepted after the restart" if took < 0 else f"{took:.1f}s",
+                0 <= took <= self.resume_within,
+                f"{f['orders_accepted_after_restart']} orders accepted after the restart",
+            ),
+            SLO(
+                "orders accepted after the restart all reach a final state",
+                f"every one within {self.terminal_within:g}s (consumers and relay resumed)",
+                f"{len(stuck)} of {f['orders_accepted_after_restart']} not terminal",
+                int(f["orders_accepted_after_restart"]) > 0 and not stuck,
+                f"e.g. {stuck[0]}: {audit.why_lost(stuck[0])}" if stuck else "",
+            ),
+            SLO(
+                "no replica restarted",
+                "the same replicas, no restart",
+                f"{restarted} of {f['replicas_watched']} restarted or gone",
+                int(f["replicas_watched"]) > 0 and restarted == 0,
+            ),
+        ]
+
+
+def crash_losses(
+    audit: OrderAudit, ctx: DrillContext, crashed: float, back: float, window: float
+) -> list[dict[str, Any]]:
+    """Each lost order with when it was accepted, relative to the crash, and why it is lost.
+    Inside the window: accepted before Redis was back and at most ``window`` seconds before
+    the crash (a window of 0, ``always``, has no inside)."""
+    out = []
+    for order_id in audit.lost:
+        at = audit.accepted_at.get(order_id)
+        before = None if at is None else round(crashed - at, 3)
+        inside = window > 0 and at is not None and at < back and crashed - at <= window
+        out.append(
+            {
+                "order": order_id,
+                "accepted_s": None if at is None else ctx.rel(at),
+                "before_crash_s": before,
+                "in_window": inside,
+                "why": audit.why_lost(order_id),
+            }
+        )
+    return out
+
+
+DRILLS[RedisCrash.name] = RedisCrash
+
+
+# -- lesson-persistence: a Redis crash without persistence, then with it (issue 21) -----------
+class PersistenceHalf(LessonHalf, RedisCrash):
+    """One half of lesson-persistence: the redis-crash drill at one persistence mode."""
+
+    name = "lesson-persistence"
+    title = "Lesson: state without persistence"
+    description = "One half of lesson-persistence: Redis killed under load, then started again."
+    min_duration = 15.0
+
+    def measure(
+        self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit
+    ) -> dict[str, float | int | str]:
+        figures = self.measure_crash(ctx, audit)
+        # Lost orders against when they were accepted: the chart of the lesson.
+        lost = set(audit.lost)
+        count = 0
+        for order_id, at in sorted(audit.accepted_at.items(), key=lambda kv: kv[1]):
+            count += order_id in lost
+            ctx.sample("orders_lost", float(count), at=ctx.rel(at))
+        if "crashed_at" in ctx.facts:
+            figures["crash_at_s"] = ctx.rel(float(ctx.facts["crashed_at"]))
+        return figures
+
+
+class LessonPersistence(Lesson):
+    name = "lesson-persistence"
+    title = "Lesson: state without persistence"
+    description = (
+        "Kills Redis with SIGKILL under load and starts it again a second later: first with "
+        "persistence off, then with the append-only file (appendfsync everysec), same load."
+    )
+    mistake = (
+        "The mistake: state kept only in memory. A store that writes nothing to disk loses "
+        "everything when its process dies: here every order, the stock and the outbox are in "
+        "Redis, so a crash forgets every order the shop has already answered 202 for, and a "
+        "customer who asks about one gets a 404. With an append-only file (a volume on compose, "
+        "a persistent volume on Kubernetes) the same crash loses nothing it had answered: Redis "
+        "writes each change to the file before it replies, and everysec flushes the file to "
+        "disk every second, so only a crash of the whole machine could lose the last second."
+    )
+    modes: ClassVar[dict[str, str]] = {"wrong": "off", "right": "everysec"}
+    half_duration = 30.0
+
+    def half(self, role: Role) -> LessonHalf:
+        options = dataclasses.replace(self.options, persistence=self.modes[role])
+        return PersistenceHalf(options, self, role)
+
+    def expect(self, role: Role, measured: Mapping[str, Any]) -> list[SLO]:
+        if not measured.get("redis_crashed"):
+            return [SLO("redis crashed and started again", "both", "not done", False)]
+        lost = int(_number(measured, "orders_lost_outside_window") or 0)
+        before = int(_number(measured, "orders_accepted_before_window") or 0)
+        took = float(_number(measured, "accepting_again_s") or -1.0)
+        stuck = int(_number(measured, "orders_stuck_after_restart") or 0)
+        resumed = SLO(
+            "the shop takes orders again by itself and finishes them",
+            "accepting again, every order accepted after the restart terminal",
+            f"accepting after {took:.1f}s, {stuck} stuck" if took >= 0 else "not accepting",
+            took >= 0 and stuck == 0,
+        )
+        if role == "wrong":
+            harm = SLO(
+                "the mistake shows: orders answered 202 before the crash are lost",
+                "> 0 lost",
+                f"{lost} of {before} lost",
+                lost > 0,
+                "persistence off: Redis came back empty",
+            )
+            return [harm, resumed]
+        kept = SLO(
+            "nothing answered before the fsync window is lost",
+            "0 lost",
+            f"{lost} of {before} lost",
+            lost == 0 and before > 0,
+            f"{_shown(measured, 'orders_lost_in_window')} lost inside the "
+            f"{_shown(measured, 'fsync_window_s', ' s')} window",
+        )
+        return [kept, resumed]
+
+    def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
+        return [
+            ("persistence", "Redis's own setting", lambda m: str(m.get("persistence", "-"))),
+            (
+                "orders lost",
+                "accepted before the crash's fsync window",
+                lambda m: (
+                    f"{_shown(m, 'orders_lost_outside_window')} of "
+                    f"{_shown(m, 'orders_accepted_before_window')}"
+                ),
+            ),
+            ("orders lost", "inside the window", lambda m: _shown(m, "orders_lost_in_window")),
+            ("orders lost", "all accepted, not terminal", lambda m: _shown(m, "orders_lost")),
+            (
+                "accepting again",
+                "after Redis is back",
+                lambda m: _shown(m, "accepting_again_s", " s", 1),
+            ),
+            (
+                "stuck after the restart",
+                "accepted after, not terminal",
+                lambda m: _shown(m, "orders_stuck_after_restart"),
+            ),
+        ]
+
+    def charts(self) -> list[Chart]:
+        return [
+            Chart(
+                "lost",
+                "Orders lost, by when they were accepted",
+                "How many of the orders accepted up to each moment were lost (cumulative): "
+                "without persistence every order accepted before the crash is; with it, none.",
+                "orders lost",
+                lambda row: None,
+                step=True,
+                series="orders_lost",
+            ),
+            Chart(
+                "failures",
+                "Failed requests",
+                "Failed requests per second: while Redis is down the services answer 503.",
+                "failed requests per second",
+                lambda row: float(row.get("failures") or 0),
+            ),
+            Chart(
+                "p99",
+                "p99 latency",
+                "The 99th percentile of the response times of each second: the crash costs "
+                "both runs the same second or two; only what is kept differs.",
+                "ms (log scale)",
+                lambda row: row.get("p99_ms"),
+                log=True,
+            ),
+        ]
+
+    def fixes(self) -> list[Fix]:
+        return [
+            Fix(
+                "The local runtime (the default since this lesson)",
+                "dotenv",
+                "# .mesh/redis/ keeps an append-only file; always, everysec or off\n"
+                "MESH_REDIS_PERSISTENCE=everysec\n",
+            ),
+            Fix(
+                "docker-compose.yml: Redis on a named volume",
+                "yaml",
+                _yaml(
+                    {
+                        "services": {
+                            "redis": {
+                                "command": [
+                                    "redis-server",
+                                    "--appendonly",
+                                    "yes",
+                                    "--appendfsync",
+                                    "everysec",
+                                ],
+                                "volumes": ["redis-data:/data"],
+                            }
+                        },
+                        "volumes": {"redis-data": {}},
+                    }
+                ),
+            ),
+            Fix(
+                "Kubernetes: the Redis StatefulSet keeps /data on a persistent volume",
+                "yaml",
+                _yaml(
+                    {
+                        "volumeClaimTemplates": [
+                            {
+                                "metadata": {"name": "data"},
+                                "spec": {
+                                    "accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": "1Gi"}},
+                                },
+                            }
+                        ]
+                    }
+                ),
+            ),
+        ]
+
+
+LESSONS[LessonPersistence.name] = LessonPersistence

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from infra.runtime import Runtime, RuntimeFailure
 from infra.runtime.models import GatewayInfo
-from loadtests.drills.audit import OrderAudit, accepted_orders, audit_orders
+from loadtests.drills.audit import OrderAudit, accepted_times, audit_orders
 from loadtests.drills.load import LoadPlan, LocustRun
 from loadtests.drills.timeline import PlatformSampler, Window, build_rows, window
 
@@ -40,6 +40,9 @@ class DrillOptions:
     service: str = "orders"
     version: str | None = None
     out: Path | None = None
+    # redis-crash: the Redis persistence to rehearse (switched for the drill and back after);
+    # None: whatever the platform runs with.
+    persistence: str | None = None
 
 
 @dataclass
@@ -64,6 +67,9 @@ class DrillContext:
     op_start: float | None = None  # seconds since started_at
     op_end: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    # Measures a drill samples at its own pace (faster than the timeline's second):
+    # name -> [[seconds since the load started, value], ...]
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def now(self) -> float:
@@ -71,6 +77,10 @@ class DrillContext:
 
     def rel(self, unix: float) -> float:
         return round(unix - self.started_at, 2)
+
+    def sample(self, name: str, value: float, at: float | None = None) -> None:
+        """Add a point (``at``: seconds since the load started, by default now)."""
+        self.series.setdefault(name, []).append([self.now() if at is None else at, value])
 
     def event(self, message: str, at: float | None = None) -> None:
         t = self.now() if at is None else self.rel(at)
@@ -178,9 +188,11 @@ def run_drill(drill: Drill, runtime: Runtime, folder: Path, say: Say = say_stder
         _follow(drill, ctx, load, sampler, operation)
         operation.join(timeout=120)
         sampler.stop()
-        ids = accepted_orders(load.orders_path)
+        accepted = accepted_times(load.orders_path)
+        ids = list(accepted)
         say(f"  load over: {len(ids)} orders accepted; checking every one reached a final state")
         audit = audit_orders(ctx.gateway, ids, drill.audit_deadline(ctx), say)
+        audit.accepted_at = accepted
     finally:
         ctx.stop.set()
         load.stop()
@@ -332,7 +344,8 @@ def _report(
         "platform_samples": len(sampler.samples),
         **{k: v for k, v in ctx.facts.items() if isinstance(v, (int, float, str))},
     }
-    timeline = [{k: v for k, v in row.items() if k not in ("rt_ms", "errors")} for row in rows]
+    raw = ("rt_ms", "rt_by_name", "completion_ms", "errors")
+    timeline = [{k: v for k, v in row.items() if k not in raw} for row in rows]
     finished = time.time()
     return {
         "drill": drill.name,
@@ -351,12 +364,33 @@ def _report(
         },
         "phases": [{"name": "baseline", "start": WARMUP, "end": ctx.op_start or WARMUP}],
         "timeline": timeline,
+        "series": ctx.series,
         "summary": summary,
         "slos": [asdict(s) for s in slos],
         "lost_orders": audit.lost[:50],
+        # Each lost order: its id, when it was accepted and why it counts as lost (a drill
+        # may say more: ctx.facts["lost_detail"]).
+        "lost": ctx.facts.get("lost_detail") or lost_detail(audit, ctx)[:MAX_LOST_LISTED],
         "sampler_errors": sampler.errors[:20],
         "passed": bool(slos) and all(s.passed for s in slos),
     }
+
+
+MAX_LOST_LISTED = 200
+
+
+def lost_detail(audit: OrderAudit, ctx: DrillContext) -> list[dict[str, Any]]:
+    """The lost orders as the report lists them: id, accepted at (drill seconds), why."""
+    return [
+        {
+            "order": order_id,
+            "accepted_s": ctx.rel(audit.accepted_at[order_id])
+            if order_id in audit.accepted_at
+            else None,
+            "why": audit.why_lost(order_id),
+        }
+        for order_id in audit.lost
+    ]
 
 
 def _cancellations(summary: dict[str, Any]) -> str:

@@ -447,16 +447,21 @@ def _new_figure(ctx: _Context, chart: str) -> _Layout:
     ax.set_xlabel("seconds since the drill started", fontsize=9)
     ax.grid(True, axis="y", color="#e4e4e4", linewidth=0.6)
     ax.set_axisbelow(True)
+    figure_title(fig, height, f"{ctx.drill}: {CHART_TITLES[chart]}")
+    return _Layout(fig, ax, strip, op_row, phase_row, first_event_row, max(rows, 1))
+
+
+def figure_title(fig: Figure, height: float, text: str) -> None:
+    """The chart's title, top left above the axes (drill and lesson reports)."""
     fig.text(
         AXES_LEFT / FIG_WIDTH,
         1 - 0.12 / height,
-        _mpl(f"{ctx.drill}: {CHART_TITLES[chart]}"),
+        _mpl(text),
         ha="left",
         va="top",
         fontsize=11,
         fontweight="bold",
     )
-    return _Layout(fig, ax, strip, op_row, phase_row, first_event_row, max(rows, 1))
 
 
 def _row_y(layout: _Layout, row: int) -> float:
@@ -691,41 +696,50 @@ def _scope_ids(svg: str, prefix: str) -> str:
     return _TAG.sub(fix, svg)
 
 
-def _render_chart(chart: str, ctx: _Context) -> tuple[str, bytes]:
-    """The chart as an inline-ready SVG string and as PNG bytes."""
-    with matplotlib.rc_context(
-        {
-            "svg.fonttype": "none",  # text stays text: searchable, selectable and small
-            "svg.hashsalt": f"drill-{chart}",  # same report, same SVG
-            "font.size": 9,
-            # One family, not matplotlib's list of ten, in every SVG text element.
-            "font.family": "sans-serif",
-            "font.sans-serif": ["DejaVu Sans"],
-            "axes.spines.top": False,
-            "axes.spines.right": chart == "errors",
-            "xtick.labelsize": 8,
-            "ytick.labelsize": 8,
-        }
-    ):
-        layout = _new_figure(ctx, chart)
-        _DRAW[chart](ctx, layout.ax)
-        _mark_operation(ctx, layout)
-        layout.ax.set_xlim(ctx.x_min, ctx.x_max)
-        svg_buf = io.StringIO()
-        # No metadata: the default one names external URIs.
-        no_meta = {"Type": None, "Creator": None, "Format": None, "Date": None}
-        layout.fig.savefig(svg_buf, format="svg", metadata=no_meta)
-        png_buf = io.BytesIO()
-        layout.fig.savefig(png_buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+def chart_style(chart: str, right_spine: bool = False) -> dict[Any, Any]:
+    """The matplotlib settings of every chart (drill and lesson reports)."""
+    return {
+        "svg.fonttype": "none",  # text stays text: searchable, selectable and small
+        "svg.hashsalt": f"drill-{chart}",  # same report, same SVG
+        "font.size": 9,
+        # One family, not matplotlib's list of ten, in every SVG text element.
+        "font.family": "sans-serif",
+        "font.sans-serif": ["DejaVu Sans"],
+        "axes.spines.top": False,
+        "axes.spines.right": right_spine,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+    }
+
+
+def figure_outputs(fig: Figure, chart: str, title: str) -> tuple[str, bytes]:
+    """A drawn figure as an inline-ready SVG string (ids scoped to ``chart``) and PNG bytes;
+    call it inside the chart's ``rc_context``."""
+    svg_buf = io.StringIO()
+    # No metadata: the default one names external URIs.
+    no_meta = {"Type": None, "Creator": None, "Format": None, "Date": None}
+    fig.savefig(svg_buf, format="svg", metadata=no_meta)
+    png_buf = io.BytesIO()
+    fig.savefig(png_buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
     # A bare Figure is not registered with pyplot: dropping it frees it; clear() breaks cycles.
-    layout.fig.clear()
+    fig.clear()
 
     svg = svg_buf.getvalue()
     svg = svg[svg.index("<svg") :]
     svg = _scope_ids(svg, f"{chart}-")
-    label = html.escape(f"{CHART_TITLES[chart]} chart", quote=True)
+    label = html.escape(f"{title} chart", quote=True)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1)
     return svg, png_buf.getvalue()
+
+
+def _render_chart(chart: str, ctx: _Context) -> tuple[str, bytes]:
+    """The chart as an inline-ready SVG string and as PNG bytes."""
+    with matplotlib.rc_context(chart_style(chart, right_spine=chart == "errors")):
+        layout = _new_figure(ctx, chart)
+        _DRAW[chart](ctx, layout.ax)
+        _mark_operation(ctx, layout)
+        layout.ax.set_xlim(ctx.x_min, ctx.x_max)
+        return figure_outputs(layout.fig, chart, CHART_TITLES[chart])
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -827,6 +841,32 @@ def _slo_table(report: Mapping[str, Any]) -> str:
     return f'<table class="slos">\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>'
 
 
+def _lost_section(report: Mapping[str, Any]) -> str:
+    """Every order accepted (202) that did not reach a final state: one row each, with the
+    columns the drill gave (id, when it was accepted, why it counts as lost...)."""
+    rows = [r for r in report.get("lost") or [] if isinstance(r, Mapping)]
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(str(k) for row in rows for k in row))
+    total = _num(_mapping(report.get("summary")).get("orders_lost"))
+    shown = f"{len(rows)} of {total:.0f}" if total == total and total > len(rows) else len(rows)
+    return (
+        f'<section id="lost">\n<h2>Lost orders ({shown})</h2>\n<div class="scroll">'
+        f"{_rows_table(columns, rows, 'lost')}</div>\n</section>"
+    )
+
+
+def _rows_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], cls: str) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{_e(row.get(c))}</td>" for c in columns) + "</tr>" for row in rows
+    )
+    return (
+        f'<table class="{cls}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n'
+        "</table>"
+    )
+
+
 _TIMELINE_FIRST = (
     "t",
     "users",
@@ -851,15 +891,9 @@ def _timeline_table(ctx: _Context) -> str:
     columns = [c for c in _TIMELINE_FIRST if any(c in r for r in ctx.rows)]
     for row in ctx.rows:
         columns += [str(k) for k in row if str(k) not in columns]
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{_e(row.get(c))}</td>" for c in columns) + "</tr>"
-        for row in ctx.rows
-    )
     return (
         f'<details>\n<summary>{len(ctx.rows)} samples, one a second</summary>\n<div class="scroll">'
-        f'<table class="timeline">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n'
-        "</table></div>\n</details>"
+        f"{_rows_table(columns, ctx.rows, 'timeline')}</div>\n</details>"
     )
 
 
@@ -949,7 +983,7 @@ figcaption { color: #555; font-size: .85rem; margin-top: .2rem; }
 ol.events .t { display: inline-block; min-width: 4.5em; color: #a35a12;
                font-variant-numeric: tabular-nums; }
 .scroll { overflow-x: auto; }
-table.timeline { font-size: .78rem; font-variant-numeric: tabular-nums; }
+table.timeline, table.lost { font-size: .78rem; font-variant-numeric: tabular-nums; }
 summary { cursor: pointer; }
 footer { margin-top: 2rem; color: #777; font-size: .8rem; }
 @media print {
@@ -1008,6 +1042,7 @@ def _html_page(report: Mapping[str, Any], ctx: _Context, svgs: Mapping[str, str]
         '<section id="summary">\n<h2>Summary</h2>',
         _kv_table(_mapping(report.get("summary")), "summary"),
         "</section>",
+        _lost_section(report),
         _cancellations_section(_mapping(report.get("summary"))),
         *charts,
         _events_section(ctx),

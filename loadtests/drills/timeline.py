@@ -14,6 +14,7 @@ from infra.runtime import Runtime
 
 # The services whose Kafka consumer lag is sampled (every service of the saga consumes).
 LAG_SERVICES = ("orders", "inventory", "payments", "notifications")
+MIB = 1024**2
 
 
 @dataclass
@@ -23,6 +24,10 @@ class PlatformSample:
     healthy: dict[str, int]
     weights: dict[str, dict[str, int]]
     lag: dict[str, float | None]
+    # The highest RSS among each version's running replicas, in MiB, and their limit (None:
+    # no limit); empty when the runtime does not measure it.
+    rss_mb: dict[str, dict[str, float]] = field(default_factory=dict)
+    rss_limit_mb: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,7 +74,18 @@ class PlatformSampler:
             if current:
                 weights[name] = dict(current)
         lag = {name: self.runtime.consumer_lag(name) for name in LAG_SERVICES if name in healthy}
-        return PlatformSample(time.time(), replicas, healthy, weights, lag)
+        rss: dict[str, dict[str, float]] = {}
+        limits: dict[str, dict[str, float | None]] = {}
+        for replica in status.replicas or []:
+            limit = replica.memory_limit_bytes
+            limits.setdefault(replica.service, {})[replica.version] = (
+                round(limit / MIB, 1) if limit else None
+            )
+            if replica.rss_bytes is not None:
+                versions = rss.setdefault(replica.service, {})
+                mb = round(replica.rss_bytes / MIB, 1)
+                versions[replica.version] = max(versions.get(replica.version, 0.0), mb)
+        return PlatformSample(time.time(), replicas, healthy, weights, lag, rss, limits)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -135,6 +151,19 @@ def window(rows: Iterable[Mapping[str, Any]], start: float, end: float) -> Windo
     )
 
 
+def route_latencies(
+    rows: Iterable[Mapping[str, Any]], start: float, end: float, prefixes: tuple[str, ...]
+) -> list[float]:
+    """Every response time in ``[start, end)`` of the routes under ``prefixes``."""
+    times: list[float] = []
+    for row in rows:
+        if start <= row["t"] < end:
+            for name, values in (row.get("rt_by_name") or {}).items():
+                if route_path(name).startswith(prefixes):
+                    times += values
+    return times
+
+
 def build_rows(
     locust: list[dict[str, Any]], platform: list[PlatformSample], started_at: float
 ) -> list[dict[str, Any]]:
@@ -166,11 +195,16 @@ def build_rows(
                 "by_name": sample.get("by_name", {}),
                 "errors": sample.get("errors", {}),
                 "completions": sample.get("completions", 0),
+                "completion_p99_ms": sample.get("completion_p99_ms"),
+                "completion_ms": sample.get("completion_ms", []),
                 "rt_ms": sample.get("rt_ms", []),
                 "replicas": last.replicas if last else {},
                 "healthy": last.healthy if last else {},
                 "weights": last.weights if last else {},
                 "lag": last.lag if last else {},
+                "rt_by_name": sample.get("rt_by_name", {}),
+                "rss_mb": last.rss_mb if last else {},
+                "rss_limit_mb": last.rss_limit_mb if last else {},
             }
         )
     return rows

@@ -27,6 +27,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, RootModel
 
 from services.common.consul import ConsulRegistration, consul_client
+from services.common.defects import Leak, Warmup, defects_middleware
 from services.common.errors import error_body
 from services.common.faults import FaultInjector, FaultSettings, fault_middleware
 from services.common.kafka.consumer import ConsumerRunner, Handler
@@ -66,6 +67,8 @@ class Lifecycle:
     grace: float
     draining: bool = False
     started: bool = False
+    warmup: Warmup = field(default_factory=lambda: Warmup(0.0))
+    leak: Leak = field(default_factory=lambda: Leak(0, 0))
     deadline: float | None = None
     checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     # Run (concurrently) when draining starts, before the listener closes: deregistration
@@ -136,6 +139,8 @@ async def readyz(request: web.Request) -> web.Response:
         status, reason = "draining", "the instance is shutting down"
     elif not lifecycle.started:
         status, reason = "starting", "the instance is starting"
+    elif not lifecycle.warmup.warm.is_set():
+        status, reason = "warming", f"warming up ({lifecycle.warmup.remaining:.1f}s left)"
     elif failed:
         status, reason = "not_ready", f"unreachable: {', '.join(failed)}"
     else:
@@ -268,7 +273,10 @@ async def _faults_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _registration_ctx(app: web.Application) -> AsyncIterator[None]:
     registration = ConsulRegistration(app[CONSUL], app[SETTINGS])
     app[REGISTRATION] = registration
-    app[LIFECYCLE].drain_hooks.append(registration.stop)
+    if app[SETTINGS].READINESS_PROBE == "http":
+        # Taken out first, so nothing new arrives while it drains. Without a readiness
+        # probe it stays in until the way out (below), after it stopped listening.
+        app[LIFECYCLE].drain_hooks.append(registration.stop)
     registration.start()
     yield
     await registration.stop()
@@ -276,6 +284,8 @@ async def _registration_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _started_ctx(app: web.Application) -> AsyncIterator[None]:
     app[LIFECYCLE].started = True
+    # The last startup step: the listener opens right after it, and the warm-up with it.
+    app[LIFECYCLE].warmup.start()
     yield
 
 
@@ -325,6 +335,10 @@ def create_app(
         error_middleware,
         body_limit_middleware(settings.MAX_BODY_BYTES),
     ]
+    warmup = Warmup(settings.WARMUP_SECONDS)
+    leak = Leak(settings.LEAK_BYTES_PER_REQUEST, settings.LEAK_MAX_BYTES)
+    if settings.WARMUP_SECONDS > 0 or settings.LEAK_BYTES_PER_REQUEST > 0:
+        chain.append(defects_middleware(warmup, leak))
     if injector is not None:
         chain.append(fault_middleware(injector))
     chain.extend(middlewares)
@@ -332,7 +346,7 @@ def create_app(
     app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[LIFECYCLE] = Lifecycle(grace=settings.SHUTDOWN_GRACE_SECONDS)
+    app[LIFECYCLE] = Lifecycle(grace=settings.SHUTDOWN_GRACE_SECONDS, warmup=warmup, leak=leak)
 
     all_routes = [*_kit_routes(), *routes]
     document = build_openapi(

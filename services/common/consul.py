@@ -15,6 +15,7 @@ import consul
 import consul.aio
 
 from services.common.backoff import Backoff, sleep_unless
+from services.common.net import host_port
 from services.common.settings import ServiceSettings, go_duration
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def consul_client(addr: str) -> consul.aio.Consul:
 
 class ConsulRegistration:
     """Registers the instance (ID ``<name>-<host>-<port>``) with ``Meta.version``, tags and an
-    HTTP check on ``/readyz``; keeps it registered; deregisters on stop.
+    HTTP check on ``/readyz`` (a TCP check with ``READINESS_PROBE=none``); keeps it
+    registered; deregisters on stop.
 
     Registration runs in the background with retries, so a registry that is down or slow
     never blocks start-up, and it is repeated whenever the registry has lost it (a dev
@@ -50,7 +52,17 @@ class ConsulRegistration:
 
     def definition(self) -> dict[str, Any]:
         s = self._settings
-        check_url = f"http://{s.advertise_address}:{s.PORT}/readyz"
+        timing = {
+            "interval": go_duration(s.CHECK_INTERVAL),
+            "timeout": go_duration(s.CHECK_TIMEOUT),
+            "deregister": go_duration(s.DEREGISTER_CRITICAL_AFTER),
+        }
+        if s.READINESS_PROBE == "none":
+            # No readiness probe: the port answering is all the registry learns.
+            check = consul.Check.tcp(s.advertise_address, s.PORT, **timing)
+        else:
+            check_url = f"http://{host_port(s.advertise_address, s.PORT)}/readyz"
+            check = consul.Check.http(check_url, **timing)
         return {
             "name": s.SERVICE_NAME,
             "service_id": self.service_id,
@@ -58,12 +70,7 @@ class ConsulRegistration:
             "port": s.PORT,
             "tags": s.tags,
             "meta": {"version": s.SERVICE_VERSION},
-            "check": consul.Check.http(
-                check_url,
-                interval=go_duration(s.CHECK_INTERVAL),
-                timeout=go_duration(s.CHECK_TIMEOUT),
-                deregister=go_duration(s.DEREGISTER_CRITICAL_AFTER),
-            ),
+            "check": check,
         }
 
     async def register(self) -> None:

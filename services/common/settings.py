@@ -34,6 +34,24 @@ def _parse_duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
 
 
+_BYTES = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi)?\s*$")
+_UNIT_BYTES = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, None: 1}
+
+
+def _parse_bytes(value: Any) -> Any:
+    """Accept bytes as a number or with a binary unit ("4Mi", "512Ki", "1Gi")."""
+    if isinstance(value, str):
+        match = _BYTES.match(value)
+        if match is None:
+            raise ValueError("expected bytes or a size such as 512Ki, 4Mi, 1Gi")
+        return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+    return value
+
+
+# Bytes, written in the environment as "4194304", "4Mi", "512Ki" or "1Gi".
+ByteSize = Annotated[int, BeforeValidator(_parse_bytes), Field(ge=0)]
+
+
 def go_duration(seconds: float) -> str:
     """Consul wants Go durations; milliseconds keep sub-second settings exact."""
     return f"{round(seconds * 1000)}ms"
@@ -96,6 +114,16 @@ class ServiceSettings(BaseSettings):
     MESH_TRACES_DIR: Path = Path(".mesh/traces")
 
     SHUTDOWN_GRACE_SECONDS: Duration = 10.0
+    # The readiness probe the registry runs: "http" asks /readyz (dependencies reachable,
+    # warm, not draining), and on SIGTERM the instance is taken out before it stops
+    # listening. "none" is a container without a readiness probe: a TCP check, so the
+    # instance takes traffic as soon as it listens and keeps it until it stops listening.
+    READINESS_PROBE: Literal["http", "none"] = "http"
+
+    # Deliberate defects of a faulty release (services/common/defects.py), off by default.
+    WARMUP_SECONDS: Duration = 0.0
+    LEAK_BYTES_PER_REQUEST: Annotated[ByteSize, Field(le=64 * 1024**2)] = 0
+    LEAK_MAX_BYTES: ByteSize = 1024**3
 
     # Baseline faults of this instance (a deliberately bad version); KV adds to them.
     FAULT_LATENCY_MS: Annotated[float, Field(ge=0, le=60_000)] = 0.0

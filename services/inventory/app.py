@@ -41,26 +41,32 @@ def load_catalog(path: Path = CATALOG_FILE) -> list[Product]:
     return TypeAdapter(list[Product]).validate_python(json.loads(path.read_text()))
 
 
-async def _seed(
+async def _keep_seeded(
     store: InventoryStore,
     catalog: list[Product],
-    initial_stock: int,
+    settings: InventorySettings,
     seeded: asyncio.Event,
     stop: asyncio.Event,
 ) -> None:
-    """Seed at start-up, retrying while Redis is unreachable (start-up does not wait)."""
+    """Seed at start-up, retrying while Redis is unreachable (start-up does not wait); then
+    seed again whenever the catalogue is gone: a Redis that restarted empty (persistence
+    off, or a new one) must not leave the shop refusing every SKU until a restart."""
     backoff = Backoff(base=0.2, cap=5.0)
     while not stop.is_set():
         try:
-            await store.seed(catalog, initial_stock)
+            if not seeded.is_set() or not await store.has_catalog():
+                if seeded.is_set():
+                    log.warning("the catalogue is gone from Redis: seeding it again")
+                await store.seed(catalog, settings.INVENTORY_INITIAL_STOCK)
+                seeded.set()
+                log.info("catalogue seeded", extra={"skus": len(catalog)})
         except (RedisError, *REDIS_UNAVAILABLE) as exc:
             delay = backoff.next()
-            log.warning("cannot seed the catalogue: %s; retrying in %.2fs", exc, delay)
+            log.warning("cannot reach Redis for the catalogue: %s; retrying in %.2fs", exc, delay)
             await sleep_unless(stop, delay)
             continue
-        seeded.set()
-        log.info("catalogue seeded", extra={"skus": len(catalog)})
-        return
+        backoff.reset()
+        await sleep_unless(stop, settings.INVENTORY_CATALOG_CHECK)
 
 
 def _is_set(event: asyncio.Event) -> Callable[[], Awaitable[bool]]:
@@ -86,9 +92,7 @@ def build(settings: InventorySettings) -> web.Application:
         stop = asyncio.Event()
         # Not ready until the catalogue is in Redis: orders validates SKUs against it.
         app[LIFECYCLE].checks["catalog"] = ReadinessCheck(_is_set(seeded))
-        task = asyncio.create_task(
-            _seed(store, catalog, settings.INVENTORY_INITIAL_STOCK, seeded, stop)
-        )
+        task = asyncio.create_task(_keep_seeded(store, catalog, settings, seeded, stop))
         redriver = redrive_loop(settings, store, app[OUTBOX], app[REDIS], app[METRICS])
         # Stopped as soon as draining starts (the restock too): what their last sweep staged
         # is still flushed by the outbox relay, which stops later.

@@ -52,6 +52,8 @@ class InventorySettings(ServiceSettings):
     # every interval, announced as inventory.restocked (README "Restock"). Off by default;
     # the local runtime and the compose stack turn it on.
     INVENTORY_RESTOCK: Annotated[RestockPolicy | None, NoDecode, BeforeValidator(_restock)] = None
+    # How often the catalogue is checked, and seeded again if Redis lost it.
+    INVENTORY_CATALOG_CHECK: PositiveDuration = 2.0
     # The saga re-drive of held reservations (README "Re-drive"), the same variables as the
     # orders service's: a reservation still waiting for its payment's outcome this long is
     # announced again; each later wait doubles, up to SAGA_REDRIVE_MAX.

@@ -177,6 +177,9 @@ class InventoryStore:
                 tx.hsetnx(key, "sold", 0)
             await tx.execute()
 
+    async def has_catalog(self) -> bool:
+        return bool(await self.redis.exists(CATALOG_KEY))
+
     async def item(self, sku: str) -> StockItem | None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(CATALOG_KEY, sku)

@@ -160,6 +160,23 @@ async def test_sigterm_commits_the_batch_and_kill_9_loses_nothing(
     assert order == [str(e.id) for e in events]  # one key: in order, each once
 
 
+async def test_outbox_relay_recreates_its_group_after_redis_lost_it(
+    shared_sample: Sample, kafka_bootstrap: str, redis_client: aioredis.Redis
+) -> None:
+    """A Redis that comes back empty (no persistence) has no outbox stream and no relay
+    group: the relay creates them again instead of failing with NOGROUP forever."""
+    sample = shared_sample
+    key = outbox_key(sample.name)
+    assert await redis_client.delete(key) == 1  # the stream, and its consumer group with it
+    status, _, body = sample.request("POST", "/items", {"name": "after", "quantity": 1})
+    assert status == 202
+    await eventually(
+        lambda: _records_of(kafka_bootstrap, sample.topic, body["id"]),
+        timeout=15,
+        what="the event relayed after the outbox group was lost",
+    )
+
+
 async def test_outbox_holds_events_until_the_broker_is_reachable(
     samples: Callable[..., Sample], redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:

@@ -19,17 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-# The compose files, labels and CLI lookup are the adapter's (one definition of each).
-from infra.compose.project import (
-    PROJECT_LABEL,
-    REPO_ROOT,
-    SERVICE_LABEL,
-    compose_cli,
-    succeeds,
-)
+# The compose files, labels, CLI choice and env files are the adapter's (one definition each).
+from infra.compose import engine
+from infra.compose.envfiles import ensure_env_files
+from infra.compose.project import PROJECT_LABEL, REPO_ROOT, SERVICE_LABEL, succeeds
+from infra.runtime.base import RuntimeFailure
 
 ROOT = REPO_ROOT
-GEN_ENV = ROOT / "infra" / "docker" / "gen-env.sh"
+
+
+def compose_cli() -> list[str] | None:
+    """The Compose CLI meshctl would use here (v2 first), or None when there is none."""
+    try:
+        return list(engine.compose_cli().argv)
+    except RuntimeFailure:
+        return None
+
 
 T = TypeVar("T")
 
@@ -47,12 +52,7 @@ def engine_answers() -> bool:
 
 def write_env_files(directory: Path) -> dict[str, str]:
     """Generate the secret env files into ``directory`` (never the developer's .mesh/)."""
-    env = {
-        **os.environ,
-        "MESH_COMPOSE_ENV_DIR": str(directory),
-        "MESH_SECRETS_FILE": str(directory / "secrets.json"),
-    }
-    subprocess.run(["bash", str(GEN_ENV)], env=env, check=True, capture_output=True, timeout=60)
+    ensure_env_files(directory, directory)
     values: dict[str, str] = {}
     for name in ("gateway.env", "services.env", "grafana.env"):
         for line in (directory / name).read_text().splitlines():

@@ -185,9 +185,64 @@ def test_published_ports_bind_to_loopback_by_default(services: dict[str, dict[st
             assert text.startswith("127.0.0.1:"), f"{name}: {port} binds beyond loopback"
             published[name] = text
     assert published["gateway"] == "127.0.0.1:8080:8080"
-    assert {"gateway", "consul", "jaeger", "prometheus", "grafana", "locust-master"} == set(
-        published
-    )
+    assert {
+        "gateway",
+        "consul",
+        "jaeger",
+        "prometheus",
+        "grafana",
+        "locust-master",
+        "otel-collector",
+    } == set(published)
+
+
+def test_what_has_no_healthcheck_names_a_health_endpoint(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """meshctl up asks it from the host: the label's port must be published on loopback."""
+    for name in NO_HEALTHCHECK - {"kafka-init"}:
+        label = services[name]["labels"]["mesh.demo/health"]
+        port = label.split("/", 1)[0]
+        published = [interpolate(str(p)) for p in services[name]["ports"]]
+        assert any(p.startswith("127.0.0.1:") and p.endswith(f":{port}") for p in published), name
+
+
+def test_jaeger_keeps_what_its_memory_limit_holds(services: dict[str, dict[str, Any]]) -> None:
+    jaeger = services["jaeger"]
+    assert "./infra/jaeger/config.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"]
+    assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"]
+    config = load(ROOT / "infra" / "jaeger" / "config.yaml")
+    backends = config["extensions"]["jaeger_storage"]["backends"]
+    (memory,) = [b["memory"] for b in backends.values()]
+    limit = int(str(jaeger["mem_limit"]).rstrip("m")) * 2**20
+    # About 60 KB per order trace (30 spans) in Jaeger's memory: at most half of the limit.
+    assert memory["max_traces"] * 60_000 <= limit / 2, memory
+    assert config["extensions"]["healthcheckv2"]["http"]["endpoint"].endswith(":13133")
+    assert jaeger["environment"]["GOMEMLIMIT"].endswith("MiB")
+
+
+def test_grafana_links_jaeger_relative_to_grafana() -> None:
+    """Grafana runs on GRAFANA_PORT and MESH_BIND_ADDRESS, Jaeger on JAEGER_UI_PORT: a fixed
+    http://127.0.0.1:16686 is wrong as soon as either is changed."""
+    dashboard = json.loads((ROOT / "infra/grafana/dashboards/mesh-overview.json").read_text())
+    (link,) = [x for x in dashboard["links"] if "Jaeger" in x["title"]]
+    assert link["url"].startswith("/explore?"), link["url"]
+    assert "16686" not in json.dumps(dashboard)
+    datasources = load(ROOT / "infra/grafana/provisioning/datasources/datasources.yaml")
+    uids = {d["uid"] for d in datasources["datasources"]}
+    assert "jaeger" in uids and "%22uid%22%3A%22jaeger%22" in link["url"]
+
+
+def test_no_host_shell_script_on_the_compose_path() -> None:
+    """What `make up RUNTIME=compose` runs is Python (meshctl); the two scripts left are the
+    build's: build-images.sh only hands over to Python, build-base.sh is debootstrap (Linux)."""
+    scripts = sorted(p.name for p in (ROOT / "infra" / "docker").glob("*.sh"))
+    assert scripts == ["build-base.sh", "build-images.sh"]
+    wrapper = (ROOT / "infra" / "docker" / "build-images.sh").read_text()
+    for bashism in ("timeout ", "mapfile", "declare -A", "[["):
+        assert bashism not in wrapper, bashism
+    makefile = (ROOT / "Makefile").read_text()
+    assert "compose-up.sh" not in makefile and "test-compose.sh" not in makefile
 
 
 def _k8s_images() -> dict[str, str]:

@@ -1,8 +1,8 @@
 """meshctl's compose adapter (``infra/compose``) against the real stack on a real engine.
 
-Run by ``make test-compose`` like the other stack tests (same skip rule): the stack is
-docker-compose.yml with the test override, started as ``test-compose.sh``'s project, and the
-runtime finds it the way meshctl does, from the ``state.env`` that ``compose-up.sh`` writes.
+Run by ``make test-compose`` like the other stack tests (same skip rule), on the session's
+stack (``conftest.py``: ``meshctl up``); the runtime finds it the way meshctl does, from the
+``state.env`` that ``meshctl up`` wrote.
 
 1. ``status`` has the DESIGN.md shape (and ``meshctl status --json`` prints it), one replica
    per container, the lag of a consumer group read from the replicas' /metrics;
@@ -12,9 +12,6 @@ runtime finds it the way meshctl does, from the ``state.env`` that ``compose-up.
    requests: both complete and no request fails;
 5. Kafka stopped and started with ``stop_infra``/``start_infra``: an order placed during the
    outage still reaches a terminal state.
-
-The module's stack is its own (pytest cannot share a module fixture of another module) and
-is torn down with ``down -v --remove-orphans`` before test_compose_stack.py starts its own.
 """
 
 from __future__ import annotations
@@ -24,24 +21,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from compose_support import (
-    ROOT,
-    ComposeProject,
-    Gateway,
-    Traffic,
-    docker,
-    free_port,
-    wait_for,
-    write_env_files,
-)
+from compose_support import ROOT, Gateway, Traffic, docker, wait_for
+from conftest import MeshctlStack
 
 from infra.compose.detect import running_runtime
-from infra.compose.project import COMPOSE_FILE, TEST_OVERRIDE, project_version
 from infra.compose.runtime import ComposeRuntime
 from infra.runtime import RuntimeFailure
 from infra.runtime.models import RolloutSpec
@@ -58,17 +43,6 @@ SERVICES = ("orders", "inventory", "payments", "notifications")
 INFRA = ("kafka", "redis", "consul", "kafka-init")
 SERVICE_LABEL = "com.docker.compose.service"
 TERMINAL = ("CONFIRMED", "CANCELLED")
-
-
-@dataclass
-class RuntimeStack:
-    project: ComposeProject
-    runtime: ComposeRuntime
-    gateway: Gateway
-    home: Path
-    environ: dict[str, str]
-    gateway_port: int
-    consul_port: int
 
 
 def wait_terminal(
@@ -102,58 +76,12 @@ def _timed(label: str, started: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeStack]:
-    secrets_dir = tmp_path_factory.mktemp("compose-runtime")
-    secrets = write_env_files(secrets_dir)
-    home = secrets_dir / "mesh"
-    name = os.environ.get("MESH_COMPOSE_PROJECT", "meshtest")
-    gateway_port, consul_port = free_port(), free_port()
-    env = {
-        "MESH_COMPOSE_ENV_DIR": str(secrets_dir),
-        "MESH_VERSION": project_version(),
-        "GATEWAY_PORT": str(gateway_port),
-        "CONSUL_UI_PORT": str(consul_port),
-        "LOG_LEVEL": "INFO",
-    }
-    project = ComposeProject(name, (COMPOSE_FILE, TEST_OVERRIDE), env)
-    logs_file = Path(os.environ.get("MESH_COMPOSE_LOGS", secrets_dir / "compose.log"))
-    logs_file = logs_file.with_name(logs_file.stem + "-runtime" + logs_file.suffix)
-    # What compose-up.sh records for meshctl and compose-down.sh: this run's project.
-    (home / "compose").mkdir(parents=True)
-    (home / "compose" / "state.env").write_text(
-        f"COMPOSE_PROJECT={name}\nCOMPOSE_INFRA=local\nCOMPOSE_ENV_DIR={secrets_dir}\n"
-    )
-    environ = {
-        **{k: v for k, v in os.environ.items() if k not in ("RUNTIME", "MESH_COMPOSE_PROJECT")},
-        "MESH_HOME": str(home),
-    }
-    project.compose("down", "-v", "--remove-orphans", check=False)  # an aborted earlier run
-    try:
-        project.compose("up", "-d", "--no-build", timeout=600)
-        runtime = ComposeRuntime(home, environ)
-        api_key = secrets["GATEWAY_API_KEYS"].split(",")[0]
-        yield RuntimeStack(
-            project,
-            runtime,
-            Gateway(f"http://127.0.0.1:{gateway_port}", api_key),
-            home,
-            environ,
-            gateway_port,
-            consul_port,
-        )
-    finally:
-        logs = project.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
-        logs_file.write_text(logs.stdout + logs.stderr)
-        print(f"\ncompose logs: {logs_file}")
-        # --remove-orphans takes the versions a rollout started (their override files are
-        # not in this list) with the rest.
-        project.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
-        leftovers = project.leftovers()
-        assert leftovers == {}, f"`down -v --remove-orphans` left {leftovers}"
+def stack(meshctl_stack: MeshctlStack) -> MeshctlStack:
+    return meshctl_stack
 
 
 @pytest.fixture(scope="module")
-def healthy(stack: RuntimeStack) -> RuntimeStack:
+def healthy(stack: MeshctlStack) -> MeshctlStack:
     """Every service up, passing in Consul, and routed by the gateway."""
     started = time.monotonic()
 
@@ -173,7 +101,7 @@ def healthy(stack: RuntimeStack) -> RuntimeStack:
     return stack
 
 
-def test_status_has_the_design_shape(healthy: RuntimeStack) -> None:
+def test_status_has_the_design_shape(healthy: MeshctlStack) -> None:
     runtime = healthy.runtime
     assert runtime.running()
     # meshctl's default when RUNTIME is unset: the runtime that runs.
@@ -227,7 +155,7 @@ def test_status_has_the_design_shape(healthy: RuntimeStack) -> None:
 
 
 def test_logs_of_a_service_and_an_unknown_name(
-    healthy: RuntimeStack, capfd: pytest.CaptureFixture[str]
+    healthy: MeshctlStack, capfd: pytest.CaptureFixture[str]
 ) -> None:
     assert healthy.runtime.show_logs("orders", follow=False) == 0
     out = capfd.readouterr().out
@@ -236,7 +164,7 @@ def test_logs_of_a_service_and_an_unknown_name(
         healthy.runtime.show_logs("nope", follow=False)
 
 
-def test_scale_to_two_and_back(healthy: RuntimeStack) -> None:
+def test_scale_to_two_and_back(healthy: MeshctlStack) -> None:
     runtime = healthy.runtime
     started = time.monotonic()
     status = runtime.scale("orders", 2)
@@ -260,7 +188,7 @@ def test_scale_to_two_and_back(healthy: RuntimeStack) -> None:
     assert len(healthy.project.container_ids("orders")) == 1, "scale-down removes the container"
 
 
-def test_killed_replica_comes_back(healthy: RuntimeStack) -> None:
+def test_killed_replica_comes_back(healthy: MeshctlStack) -> None:
     runtime = healthy.runtime
     victim = runtime.replicas("payments")[0]
     before = json.loads(docker("inspect", victim.id))[0]["State"]["StartedAt"]
@@ -277,7 +205,7 @@ def test_killed_replica_comes_back(healthy: RuntimeStack) -> None:
     wait_terminal(healthy.gateway, [answer.body["id"]], timeout=90)
 
 
-def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: Traffic) -> float:
+def _rollout(stack: MeshctlStack, spec: RolloutSpec, traffic: Traffic) -> float:
     runtime = stack.runtime
     started = time.monotonic()
     runtime.rollout(spec)
@@ -293,7 +221,7 @@ def _rollout(stack: RuntimeStack, spec: RolloutSpec, traffic: Traffic) -> float:
     return took
 
 
-def test_bluegreen_then_canary_under_load_lose_no_request(healthy: RuntimeStack) -> None:
+def test_bluegreen_then_canary_under_load_lose_no_request(healthy: MeshctlStack) -> None:
     runtime = healthy.runtime
     traffic = Traffic(healthy.gateway, clients=2, pause=0.2, prefix="c-rollout")
     traffic.start()
@@ -336,7 +264,7 @@ def test_bluegreen_then_canary_under_load_lose_no_request(healthy: RuntimeStack)
     wait_terminal(healthy.gateway, traffic.order_ids, timeout=180)
 
 
-def test_kafka_outage_and_back(healthy: RuntimeStack) -> None:
+def test_kafka_outage_and_back(healthy: MeshctlStack) -> None:
     runtime = healthy.runtime
     started = time.monotonic()
     runtime.stop_infra("kafka")

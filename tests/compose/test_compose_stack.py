@@ -1,15 +1,17 @@
-"""The whole stack on a real Docker engine: docker-compose.yml with the test override.
+"""The whole stack on a real Docker engine: docker-compose.yml with the test override, as
+``meshctl up`` started it (the session's stack, ``conftest.py``).
 
-Run by ``infra/docker/test-compose.sh`` (``make test-compose``), which starts an engine, builds
-the images and sets ``MESH_COMPOSE_STACK=1``; without it these tests are skipped, so ``make
-test`` never needs Docker. The test talks to the stack only through what it publishes on
-127.0.0.1 (the gateway, the registry) and through the Docker CLI.
+Run by ``tests/compose/run.py`` (``make test-compose``), which starts an engine, installs
+Compose v2, builds the images and sets ``MESH_COMPOSE_STACK=1``; without it these tests are
+skipped, so ``make test`` never needs Docker. The test talks to the stack only through what
+it publishes on 127.0.0.1 (the gateway, the registry) and through the Docker CLI.
 
 1. every container turns healthy (kafka-init exits 0) and runs as docker-compose.yml says;
 2. orders placed through the gateway end CONFIRMED;
 3. orders scaled to 2, one replica stopped with ``docker stop`` in the middle of continuous
-   traffic: no request fails, every order still ends CONFIRMED, the replica exits 0;
-4. ``down -v --remove-orphans`` leaves no container, network or volume (fixture teardown).
+   traffic: no request fails, every order still ends CONFIRMED, the replica exits 0 (then
+   orders is back to one replica for the tests that follow);
+4. ``meshctl down`` leaves no container, network or volume (test_compose_meshctl.py).
 """
 
 from __future__ import annotations
@@ -19,26 +21,21 @@ import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from compose_support import (
-    ROOT,
     ComposeProject,
     Gateway,
     Traffic,
     container_name,
     docker,
-    free_port,
     health_of,
     wait_for,
-    write_env_files,
 )
-
-from infra.compose.project import COMPOSE_FILE, TEST_OVERRIDE
+from conftest import MeshctlStack
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,13 +48,6 @@ pytestmark = [
 APP_SERVICES = ("gateway", "orders", "inventory", "payments", "notifications")
 RUNNING_SERVICES = ("kafka", "consul", "redis", *APP_SERVICES)
 HEALTHY_TIMEOUT = 180.0
-
-
-def project_version() -> str:
-    for line in (ROOT / "pyproject.toml").read_text().splitlines():
-        if line.startswith("version"):
-            return line.split("=", 1)[1].strip().strip('"')
-    raise AssertionError("no version in pyproject.toml")
 
 
 @dataclass
@@ -74,39 +64,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    secrets_dir = tmp_path_factory.mktemp("compose-secrets")
-    secrets = write_env_files(secrets_dir)
-    gateway_port, consul_port = free_port(), free_port()
-    project = ComposeProject(
-        os.environ.get("MESH_COMPOSE_PROJECT", "meshtest"),
-        (COMPOSE_FILE, TEST_OVERRIDE),
-        {
-            "MESH_COMPOSE_ENV_DIR": str(secrets_dir),
-            "MESH_VERSION": project_version(),
-            "GATEWAY_PORT": str(gateway_port),
-            "CONSUL_UI_PORT": str(consul_port),
-            "LOG_LEVEL": "INFO",
-        },
-    )
-    logs_file = Path(os.environ.get("MESH_COMPOSE_LOGS", secrets_dir / "compose.log"))
-    project.compose("down", "-v", "--remove-orphans", check=False)  # an aborted earlier run
-    try:
-        project.compose("up", "-d", "--no-build", timeout=600)
-        api_key = secrets["GATEWAY_API_KEYS"].split(",")[0]
-        yield Stack(
-            project,
-            Gateway(f"http://127.0.0.1:{gateway_port}", api_key),
-            f"http://127.0.0.1:{consul_port}",
-            logs_file,
-        )
-    finally:
-        logs = project.compose("logs", "--no-color", "--timestamps", check=False, timeout=120)
-        logs_file.write_text(logs.stdout + logs.stderr)
-        print(f"\ncompose logs: {logs_file}")
-        project.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
-        leftovers = project.leftovers()
-        assert leftovers == {}, f"`down -v --remove-orphans` left {leftovers}"
+def stack(meshctl_stack: MeshctlStack) -> Stack:
+    logs = Path(os.environ.get("MESH_COMPOSE_LOGS") or meshctl_stack.home / "compose.log")
+    return Stack(meshctl_stack.project, meshctl_stack.gateway, meshctl_stack.consul_url, logs)
 
 
 def containers_by_service(stack: Stack) -> dict[str, list[dict[str, Any]]]:
@@ -282,3 +242,8 @@ def test_stopping_a_replica_loses_no_request(stack: Stack) -> None:
         f"\n{traffic.count()} requests, {len(traffic.order_ids)} orders, stop {stop_seconds:.1f}s"
     )
     wait_confirmed(stack.gateway, traffic.order_ids, timeout=120)
+    # Back to where the session's other tests start: one orders replica.
+    docker("rm", victim["Id"])
+    stack.project.compose(
+        "up", "-d", "--no-build", "--no-recreate", "--no-deps", "--scale", "orders=1", "orders"
+    )

@@ -261,11 +261,16 @@ def test_a_trace_opened_from_the_page_spans_all_five_services(
         )
 
     def complete(p: Any) -> bool:
+        # Point at the list first, as a user does: it holds still while pointed at, so the
+        # row cannot be replaced by the next refresh between finding it and clicking it.
+        p.hover(".trace-list-wrap")
         trace_id = listed(p)
         if trace_id is None:
+            p.mouse.move(0, 0)
             return False
         p.locator(f'#trace-list tr[data-trace="{trace_id}"]').click()
         p.wait_for_timeout(300)
+        p.mouse.move(0, 0)  # let the list refresh before the next look
         services = set((p.locator("#waterfall").get_attribute("data-services") or "").split(","))
         return {"gateway", *SERVICES} <= services
 

@@ -16,12 +16,14 @@ from k8s_checks import Obj
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = ("dev", "prod")
+# Components an overlay lists itself (prod: default deny is not optional there).
+BUILT_IN = {"dev": (), "prod": ("network-policies",)}
 # keda stays last: it replaces the consumers' HPAs, which bluegreen reads (k8s/README.md).
 COMPONENTS = ("network-policies", "loadtest", "canary", "bluegreen", "keda")
 TEST_SECRETS = {
     "admin-token": "test-admin-token",
     "gateway-admin-token": "test-gateway-admin-token",
-    "api-keys": "test-api-key",
+    "api-keys": "test-api-key-0123456789",  # the gateway wants 16 characters or more
     "grafana-admin-password": "test-grafana-password",
 }
 
@@ -39,13 +41,19 @@ class BuildSpec:
     @property
     def id(self) -> str:
         parts = "+".join(self.components) if self.components else "plain"
-        if self.components == COMPONENTS:
+        if self.effective == COMPONENTS:
             parts = "all"
         return f"{self.overlay}[{parts}]" + ("(wrapper)" if self.style == "wrapper" else "")
 
     @property
     def prod(self) -> bool:
         return self.overlay == "prod"
+
+    @property
+    def effective(self) -> tuple[str, ...]:
+        """Every component in the build: the overlay's own and the ones this spec adds."""
+        own = BUILT_IN[self.overlay]
+        return own + tuple(c for c in self.components if c not in own)
 
 
 def _specs() -> list[BuildSpec]:
@@ -54,9 +62,14 @@ def _specs() -> list[BuildSpec]:
         specs.append(BuildSpec(overlay, ()))
         for component in COMPONENTS:
             specs.append(BuildSpec(overlay, (component,)))
-            specs.append(BuildSpec(overlay, (component,), "wrapper"))
+            if component not in BUILT_IN[overlay]:  # a wrapper cannot add it a second time
+                specs.append(BuildSpec(overlay, (component,), "wrapper"))
         specs.append(BuildSpec(overlay, COMPONENTS))
-        specs.append(BuildSpec(overlay, COMPONENTS, "wrapper"))
+        specs.append(
+            BuildSpec(
+                overlay, tuple(c for c in COMPONENTS if c not in BUILT_IN[overlay]), "wrapper"
+            )
+        )
     return specs
 
 
@@ -70,7 +83,7 @@ class Build:
 
     @property
     def component_names(self) -> set[str]:
-        return set(self.spec.components)
+        return set(self.spec.effective)
 
 
 def kubectl() -> str:
@@ -108,7 +121,8 @@ def prepare(root: Path, spec: BuildSpec) -> Path:
         shutil.copytree(root / "overlays" / spec.overlay, target)
         doc = yaml.safe_load((target / "kustomization.yaml").read_text())
         if spec.components:
-            doc["components"] = [f"../../components/{c}" for c in spec.components]
+            # The overlay's own components stay, the spec's come after them, in its order.
+            doc["components"] = [f"../../components/{c}" for c in spec.effective]
         (target / "kustomization.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         return target
     target = root / "wrappers" / name

@@ -1000,3 +1000,217 @@ def operational_flows(
 def iter_violations(*lists: Iterable[str]) -> Iterator[str]:
     for items in lists:
         yield from items
+
+
+# ------------------------------------------------------------------------------------------
+# Consistency: addresses, the weights of versioned Deployments, the sources of HPA metrics
+
+LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "0.0.0.0", "::", "[::]"}
+_HOST_PORT = re.compile(r"^([A-Za-z0-9$()_.\[\]:-]*):(\d{1,5})$")
+
+
+def addresses_in(value: str) -> list[tuple[str, int]]:
+    """The host:port pairs a setting names: ``redis://redis:6379/0``, ``kafka:9092``,
+    ``0@kafka-0.kafka-headless.mesh.svc:9093,1@...``, ``PLAINTEXT://$(POD_NAME).x.svc:9092``."""
+    found = []
+    for token in re.split(r"[,\s]+", value.strip()):
+        if "://" in token:
+            token = token.split("://", 1)[1]
+        token = token.split("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+        match = _HOST_PORT.match(token)
+        if match:
+            found.append((match.group(1), int(match.group(2))))
+    return found
+
+
+def resolve_address(objs: Iterable[Obj], host: str, port: int) -> str | None:
+    """Why ``host:port`` reaches nothing in this build (None when a Service port is there).
+    Names: ``svc``, ``svc.mesh[.svc[.cluster.local]]``, a StatefulSet pod's
+    ``pod.headless.mesh.svc`` (``$(POD_NAME)`` stands for any of its pods)."""
+    objs = list(objs)
+    if host in LOCAL_HOSTS:
+        return None
+    parts = re.sub(r"\.svc(\.cluster\.local)?$", "", host).split(".")
+    pod = None
+    if len(parts) == 3:
+        pod, service, namespace = parts
+    elif len(parts) == 2:
+        service, namespace = parts
+    elif len(parts) == 1:
+        service, namespace = parts[0], NAMESPACE
+    else:
+        return f"{host} is no Service name"
+    if namespace != NAMESPACE:
+        return f"{host} is in namespace {namespace}, not {NAMESPACE}"
+    svc = find(objs, "Service", service)
+    if svc is None:
+        return f"no Service {service}"
+    if pod is not None:
+        sets = [s for s in of_kind(objs, "StatefulSet") if s["spec"].get("serviceName") == service]
+        if not sets or svc["spec"].get("clusterIP") != "None":
+            return f"{service} governs no StatefulSet: {host} names no pod"
+        names = {
+            f"{s['metadata']['name']}-{i}"
+            for s in sets
+            for i in range(s["spec"].get("replicas", 1))
+        }
+        if pod != "$(POD_NAME)" and pod not in names:
+            return f"no pod {pod} behind {service} (pods: {', '.join(sorted(names))})"
+    ports = [p["port"] for p in svc["spec"].get("ports") or []]
+    if port not in ports:
+        return f"Service {service} has no port {port} (its ports: {ports})"
+    return None
+
+
+def container_env(objs: Iterable[Obj], c: Mapping[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: envFrom ConfigMaps, then env
+    (literal values and ConfigMap keys; Secrets and the downward API are left out)."""
+    objs = list(objs)
+    out: dict[str, str] = {}
+    for env_from in c.get("envFrom") or []:
+        ref = env_from.get("configMapRef")
+        cm = find(objs, "ConfigMap", ref["name"]) if ref else None
+        for key, value in ((cm or {}).get("data") or {}).items():
+            out[env_from.get("prefix", "") + key] = str(value)
+    for env in c.get("env") or []:
+        if "value" in env:
+            out[env["name"]] = str(env["value"])
+        ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+        if ref:
+            cm = find(objs, "ConfigMap", ref["name"])
+            if cm and ref["key"] in (cm.get("data") or {}):
+                out[env["name"]] = str(cm["data"][ref["key"]])
+    return out
+
+
+def check_addresses(objs: Iterable[Obj]) -> list[str]:
+    """Every host:port in a container's environment and in a ScaledObject's Kafka trigger is a
+    port of a Service of this very build (overlay and components as combined)."""
+    objs = list(objs)
+    errors: list[str] = []
+    for obj in workloads(objs):
+        template = pod_template(obj)
+        assert template is not None
+        for _, c in containers(template["spec"]):
+            for key, value in container_env(objs, c).items():
+                for host, port in addresses_in(value):
+                    why = resolve_address(objs, host, port)
+                    if why:
+                        errors.append(f"{ident(obj)} {c['name']}: {key}={value}: {why}")
+    for so in of_kind(objs, "ScaledObject"):
+        for trigger in so["spec"].get("triggers") or []:
+            value = (trigger.get("metadata") or {}).get("bootstrapServers", "")
+            for host, port in addresses_in(value):
+                why = resolve_address(objs, host, port)
+                if why:
+                    errors.append(f"{ident(so)}: bootstrapServers={value}: {why}")
+    return errors
+
+
+SEED_MODULE = "infra.k8s.seed_weights"
+
+
+def _seed_weights(objs: list[Obj], spec: Mapping[str, Any], service: str) -> Any:
+    """The weights an init container of the pod spec puts into Consul for ``service`` before
+    the app starts (infra.k8s.seed_weights --service S --file F, F from a ConfigMap), or a
+    string saying what is missing."""
+    from gateway.discovery import WeightsError, parse_weights
+
+    for c in spec.get("initContainers") or []:
+        argv = [*(c.get("command") or []), *(c.get("args") or [])]
+        if SEED_MODULE not in argv:
+            continue
+        flags = dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--"))
+        if flags.get("service") != service:
+            continue
+        path = flags.get("file", "")
+        directory, _, name = path.rpartition("/")
+        mount = next(
+            (m for m in c.get("volumeMounts") or [] if m["mountPath"].rstrip("/") == directory),
+            None,
+        )
+        volume = next(
+            (v for v in spec.get("volumes") or [] if mount and v["name"] == mount["name"]), None
+        )
+        cm_name = ((volume or {}).get("configMap") or {}).get("name")
+        cm = find(objs, "ConfigMap", cm_name) if cm_name else None
+        if cm is None or name not in (cm.get("data") or {}):
+            return f"init container {c['name']}: {path} comes from no ConfigMap key"
+        try:
+            return parse_weights(cm["data"][name])
+        except WeightsError as exc:
+            return f"ConfigMap {cm_name} {name}: {exc}"
+    return f"no init container runs {SEED_MODULE} --service={service}"
+
+
+def check_weights_before_traffic(objs: Iterable[Obj]) -> list[str]:
+    """A Deployment of a service's second version (``orders-v2``) puts the service's weights
+    into Consul before its pods can register there: the gateway spreads traffic over every
+    passing version of a service without weights. The weights name both versions."""
+    objs = list(objs)
+    errors: list[str] = []
+    for dep in of_kind(objs, "Deployment"):
+        labels = template_labels(dep)
+        service, version = labels.get(NAME_LABEL), labels.get(VERSION_LABEL)
+        if not _is_app(dep) or not service or dep["metadata"]["name"] == service:
+            continue
+        stable = find(objs, "Deployment", service)
+        stable_version = template_labels(stable).get(VERSION_LABEL) if stable else None
+        weights = _seed_weights(objs, dep["spec"]["template"]["spec"], service)
+        where = f"{ident(dep)} ({service} {version})"
+        if isinstance(weights, str):
+            errors.append(
+                f"{where}: nothing puts mesh/traffic/{service} into Consul before its pods "
+                f"register ({weights}); the gateway would send it traffic at once"
+            )
+        elif not {version, stable_version} <= set(weights):
+            errors.append(
+                f"{where}: the weights {weights} do not name {stable_version} and {version}"
+            )
+    return errors
+
+
+def check_metric_sources(objs: Iterable[Obj]) -> list[str]:
+    """Every autoscaler metric has a source here: CPU/memory utilization needs a request on
+    every container of the pods it averages (and metrics-server, which the cluster brings);
+    no adapter serves Pods, Object or External metrics but KEDA, for its ScaledObjects; a Kafka
+    trigger's topic is one the topic Job creates."""
+    objs = list(objs)
+    errors: list[str] = []
+    topics_cm = next(
+        (c for c in of_kind(objs, "ConfigMap") if c["metadata"]["name"].startswith("kafka-topics")),
+        None,
+    )
+    topics = {
+        line.split()[0]
+        for line in ((topics_cm or {}).get("data") or {}).get("topics.txt", "").splitlines()
+        if line.strip()
+    }
+
+    def requests(scaler: Obj, resource: str) -> None:
+        target = find(objs, "Deployment", scaler["spec"]["scaleTargetRef"]["name"])
+        if target is None:
+            return  # check_references reports it
+        for c in target["spec"]["template"]["spec"]["containers"]:
+            if resource not in ((c.get("resources") or {}).get("requests") or {}):
+                errors.append(
+                    f"{ident(scaler)}: {resource} utilization of {ident(target)}, whose "
+                    f"container {c['name']} requests no {resource}"
+                )
+
+    for hpa in of_kind(objs, "HorizontalPodAutoscaler"):
+        for metric in hpa["spec"].get("metrics") or []:
+            kind = metric.get("type")
+            if kind == "Resource":
+                if metric["resource"]["target"].get("type") == "Utilization":
+                    requests(hpa, metric["resource"]["name"])
+            else:
+                errors.append(f"{ident(hpa)}: no metrics adapter here serves {kind} metrics")
+    for so in of_kind(objs, "ScaledObject"):
+        for trigger in so["spec"].get("triggers") or []:
+            meta = trigger.get("metadata") or {}
+            if trigger["type"] in ("cpu", "memory") and trigger.get("metricType") == "Utilization":
+                requests(so, trigger["type"])
+            if trigger["type"] == "kafka" and meta.get("topic") not in topics:
+                errors.append(f"{ident(so)}: topic {meta.get('topic')} is created by no Job here")
+    return errors

@@ -22,7 +22,7 @@ from k8s_checks import (
     operational_flows,
 )
 
-WITH_POLICIES = [s.id for s in BUILD_SPECS if "network-policies" in s.components]
+WITH_POLICIES = [s.id for s in BUILD_SPECS if "network-policies" in s.effective]
 
 
 def expected_flows(objs: list[Obj]) -> set[Flow]:

@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import consul
 import yaml
+from fake_patches import PatchError, apply_patch
+from fake_websocket import serve_exec
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from gateway.discovery import TRAFFIC_PREFIX, parse_weights
@@ -54,8 +56,12 @@ MANIFESTS = [
     ROOT / "k8s/base/infra/consul/consul.yaml",
 ]
 BLUEGREEN = ROOT / "k8s/components/bluegreen/payments-v2.yaml"
+KEDA_SCALED_OBJECTS = ROOT / "k8s/components/keda/scaledobjects.yaml"
+KEDA_PAUSED = "autoscaling.keda.sh/paused-replicas"
 NS = "mesh"
 STAMP = "2026-11-24T10:00:00Z"
+TERMINATING_READS = 3  # reads of the pods a gracefully deleted pod stays Terminating
+RECOVER_READS = 3  # reads a replacement (or restarted) pod takes to get ready
 REVISION = "deployment.kubernetes.io/revision"
 NAME = "app.kubernetes.io/name"
 API_KEY = "test-key"
@@ -70,35 +76,11 @@ def manifests(path: Path) -> list[Obj]:
     """The documents of a manifest, parsed once per test run (each cluster copies them)."""
     if path not in _DOCS:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        _DOCS[path] = [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
+        docs = [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
+        for doc in docs:  # what the base's kustomize `labels` add to every object
+            doc["metadata"].setdefault("labels", {})["app.kubernetes.io/part-of"] = "mesh-demo"
+        _DOCS[path] = docs
     return _DOCS[path]
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """Strategic merge patch, as far as the runtime uses it: maps merge, lists of named maps
-    (containers, env) merge by name, other lists are replaced, ``None`` deletes."""
-    if isinstance(target, dict) and isinstance(patch, dict):
-        out = dict(target)
-        for key, value in patch.items():
-            if value is None:
-                out.pop(key, None)
-            else:
-                out[key] = merge(out.get(key), value)
-        return out
-    if (
-        isinstance(target, list)
-        and isinstance(patch, list)
-        and all(isinstance(i, dict) and "name" in i for i in target + patch)
-    ):
-        out_list = [dict(i) for i in target]
-        for item in patch:
-            index = next((n for n, i in enumerate(out_list) if i["name"] == item["name"]), None)
-            if index is None:
-                out_list.append(item)
-            else:
-                out_list[index] = merge(out_list[index], item)
-        return out_list
-    return copy.deepcopy(patch)
 
 
 def matches(labels: dict[str, str], selector: str | None) -> bool:
@@ -124,7 +106,16 @@ class FakeCluster:
         replicas: dict[str, int] | None = None,
         consul_addr: str | None = None,
         extra: list[Path] | None = None,
+        *,
+        keda: bool = False,
+        metrics_server: bool = True,
+        nodes: list[Obj] | None = None,
+        storage_class: bool = True,
     ) -> None:
+        """``keda``: the keda component is applied (ScaledObjects for the Kafka consumers
+        here, their CPU HPAs gone) and KEDA's operator runs. ``metrics_server``: whether the
+        resource metrics API is served (the CPU HPAs can read their metric). ``nodes``: the
+        Node objects (default: one schedulable node, as a fresh kind cluster has)."""
         self.lock = threading.Lock()
         self.version = 1000
         self.deployments: dict[str, Obj] = {}
@@ -137,6 +128,21 @@ class FakeCluster:
         self.crashing: set[str] = set()
         self.requests: list[tuple[str, str, str, Any]] = []  # method, path, content type, body
         self.deleted_pods: list[tuple[str, str | None]] = []
+        # Pods: the names each ReplicaSet or StatefulSet runs, in order; pods gracefully
+        # deleted and still terminating (doc, reads left); pods not ready for a few reads
+        # (just created to replace one, or their container restarted); restarts per pod.
+        self.pod_names: dict[str, list[str]] = {}
+        self.pod_serial = 0
+        self.terminating: dict[str, tuple[Obj, int]] = {}
+        self.recovering: dict[str, int] = {}
+        self.restarts: dict[str, int] = {}
+        self.execs: list[tuple[str, str, list[str]]] = []  # pod, container, command
+        self.metrics_server = metrics_server
+        self.nodes = nodes if nodes is not None else [node("kind-control-plane")]
+        self.scaled_objects: dict[str, Obj] = {}
+        self.keda_installed = keda
+        self.storage_class = storage_class
+        self.jobs: dict[str, Obj] = {}
         # Ready pods per version of each service, every time they changed (oldest first).
         self.ready_log: dict[str, list[dict[str, int]]] = {}
         counts = {
@@ -156,6 +162,8 @@ class FakeCluster:
                     self._add_hpa(doc)
                 elif doc["kind"] == "StatefulSet":
                     self._add_statefulset(doc)
+        if keda:
+            self._add_keda()
         self._log_ready()
         self.gateway = FakeGateway(self, consul_addr)
 
@@ -202,12 +210,10 @@ class FakeCluster:
                     },
                 }
             ],
-            "conditions": [
-                _cond("AbleToScale", "True", "ReadyForNewScale", "recommended size matches"),
-                _cond("ScalingActive", "True", "ValidMetricFound", "the HPA was able to compute"),
-                _cond("ScalingLimited", "False", "DesiredWithinRange", "within range"),
-            ],
+            "conditions": _hpa_conditions(self.metrics_server),
         }
+        if not self.metrics_server:
+            del h["status"]["currentMetrics"]
         self.hpas[h["metadata"]["name"]] = h
 
     def _add_statefulset(self, doc: Obj) -> None:
@@ -298,7 +304,7 @@ class FakeCluster:
         owned = self._owned(d)
         total = sum(rs["status"]["replicas"] for rs in owned)
         updated = new["status"]["replicas"]
-        available = sum(rs["status"].get("availableReplicas", 0) for rs in owned)
+        available = sum(self._shown_ready(rs) for rs in owned)
         rs_name = new["metadata"]["name"]
         if deadline:
             progressing = _cond(
@@ -362,6 +368,180 @@ class FakeCluster:
             log = self.ready_log.setdefault(service, [])
             if not log or log[-1] != now:
                 log.append(now)
+
+    # -- KEDA: ScaledObjects, the HPAs its operator makes, its admission webhook ---------------
+    def _add_keda(self) -> None:
+        """The keda component: a ScaledObject per Kafka consumer present, carrying over its
+        CPU HPA's size, which goes."""
+        for doc in manifests(KEDA_SCALED_OBJECTS):
+            target = doc["spec"]["scaleTargetRef"]["name"]
+            if target not in self.deployments:
+                continue
+            so = copy.deepcopy(doc)
+            so["metadata"] = self._meta(so["metadata"]) | {"generation": 1}
+            for name, h in list(self.hpas.items()):
+                if h["spec"]["scaleTargetRef"]["name"] == target:
+                    so["spec"]["minReplicaCount"] = h["spec"].get("minReplicas", 1)
+                    so["spec"]["maxReplicaCount"] = h["spec"]["maxReplicas"]
+                    del self.hpas[name]
+            so["status"] = {}
+            self.scaled_objects[so["metadata"]["name"]] = so
+        self.reconcile_keda()
+
+    def _keda_hpa_spec(self, so: Obj) -> Obj:
+        spec = so["spec"]
+        metrics: list[Obj] = []
+        for i, trigger in enumerate(spec.get("triggers") or []):
+            meta = trigger.get("metadata") or {}
+            if trigger["type"] == "kafka":
+                metrics.append(
+                    {
+                        "type": "External",
+                        "external": {
+                            "metric": {
+                                "name": f"s{i}-kafka-{meta['topic'].replace('.', '-')}",
+                                "selector": {
+                                    "matchLabels": {
+                                        "scaledobject.keda.sh/name": so["metadata"]["name"]
+                                    }
+                                },
+                            },
+                            "target": {
+                                "type": "AverageValue",
+                                "averageValue": meta["lagThreshold"],
+                            },
+                        },
+                    }
+                )
+            elif trigger["type"] == "cpu":
+                metrics.append(
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": int(meta["value"]),
+                            },
+                        },
+                    }
+                )
+        out: Obj = {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                **spec["scaleTargetRef"],
+            },
+            "minReplicas": max(1, int(spec.get("minReplicaCount", 0))),
+            "maxReplicas": int(spec.get("maxReplicaCount", 100)),
+            "metrics": metrics,
+        }
+        behavior = ((spec.get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get(
+            "behavior"
+        )
+        if behavior:
+            out["behavior"] = copy.deepcopy(behavior)
+        return out
+
+    def reconcile_keda(self) -> None:
+        """KEDA's operator: the HPA of each ScaledObject is what the ScaledObject says (edits to
+        the HPA are undone); a paused ScaledObject has no HPA and its Deployment runs the
+        paused count."""
+        for so in self.scaled_objects.values():
+            name = so["metadata"]["name"]
+            hpa_name = f"keda-hpa-{name}"
+            target = so["spec"]["scaleTargetRef"]["name"]
+            paused = (so["metadata"].get("annotations") or {}).get(KEDA_PAUSED)
+            if paused is not None:
+                self.hpas.pop(hpa_name, None)
+                d = self.deployments.get(target)
+                if d is not None and d["spec"]["replicas"] != int(paused):
+                    d["spec"]["replicas"] = int(paused)
+                    self._bump(d)
+                so["status"] = {"conditions": [_cond("Paused", "True", "ScaledObjectPaused", None)]}
+                continue
+            want = self._keda_hpa_spec(so)
+            have = self.hpas.get(hpa_name)
+            if have is None:
+                doc = {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "metadata": {
+                        "name": hpa_name,
+                        "labels": {
+                            "app.kubernetes.io/managed-by": "keda-operator",
+                            "app.kubernetes.io/name": hpa_name,
+                            "app.kubernetes.io/part-of": name,
+                            "scaledobject.keda.sh/name": name,
+                        },
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "keda.sh/v1alpha1",
+                                "kind": "ScaledObject",
+                                "name": name,
+                                "uid": so["metadata"]["uid"],
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
+                        ],
+                    },
+                    "spec": want,
+                }
+                self._add_hpa(doc)
+            elif have["spec"] != want:
+                have["spec"] = want
+                have["metadata"]["generation"] = have["metadata"].get("generation", 1) + 1
+            so["status"] = {
+                "hpaName": hpa_name,
+                "conditions": [_cond("Ready", "True", "ScaledObjectReady", None)],
+            }
+
+    def _scaled_object_request(
+        self, method: str, name: str | None, body: Any, ctype: str
+    ) -> Answer:
+        if not self.keda_installed:  # no CRD: the API server serves no such resource
+            return _status(404, "NotFound", "the server could not find the requested resource")
+        if name is None and method == "POST":
+            return self._create_scaled_object(body)
+        if name is None:
+            items = list(self.scaled_objects.values())
+            return 200, _list("ScaledObjectList", "keda.sh/v1alpha1", items), {}
+        if name not in self.scaled_objects:
+            return _not_found("scaledobjects.keda.sh", name)
+        so = self.scaled_objects[name]
+        if method == "PATCH":
+            patched = apply_patch(so, body, ctype, custom=True)
+            so.clear()
+            so.update(patched)
+            so["metadata"]["generation"] += 1
+            self.version += 1
+            so["metadata"]["resourceVersion"] = str(self.version)
+            self.reconcile_keda()
+        elif method == "DELETE":
+            del self.scaled_objects[name]
+            self.hpas.pop(f"keda-hpa-{name}", None)  # garbage-collected with its owner
+            return _deleted("keda.sh", "scaledobjects", so)
+        return 200, copy.deepcopy(so), {}
+
+    def _create_scaled_object(self, body: Obj) -> Answer:
+        """KEDA's validating webhook first: one autoscaler per workload."""
+        name = body["metadata"]["name"]
+        target = body["spec"]["scaleTargetRef"]["name"]
+        for other in self.scaled_objects.values():
+            if other["spec"]["scaleTargetRef"]["name"] == target:
+                return _denied(target, f"ScaledObject '{other['metadata']['name']}'")
+        for hpa_name, h in self.hpas.items():
+            owners = h["metadata"].get("ownerReferences") or []
+            if h["spec"]["scaleTargetRef"]["name"] == target and not any(
+                o["kind"] == "ScaledObject" and o["name"] == name for o in owners
+            ):
+                return _denied(target, f"hpa '{hpa_name}'")
+        so = copy.deepcopy(body)
+        so["metadata"] = self._meta(so["metadata"]) | {"generation": 1}
+        so["status"] = {}
+        self.scaled_objects[name] = so
+        self.reconcile_keda()
+        return 201, copy.deepcopy(so), {}
 
     # -- the controllers: one step per read ----------------------------------------------------
     def _is_stuck(self, d: Obj) -> bool:
@@ -453,58 +633,134 @@ class FakeCluster:
         body: Any,
         headers: dict[str, str] | None = None,
     ) -> Answer:
+        try:
+            return self._route(method, path, query, body, headers or {})
+        except PatchError as exc:
+            return _status(exc.code, exc.reason, exc.message)
+
+    def _route(
+        self, method: str, path: str, query: dict[str, str], body: Any, headers: dict[str, str]
+    ) -> Answer:
         apps = f"/apis/apps/v1/namespaces/{NS}"
         hpa = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
+        keda = f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects"
         pods = f"/api/v1/namespaces/{NS}/pods"
         services = f"/api/v1/namespaces/{NS}/services"
         selector = query.get("labelSelector")
+        ctype = headers.get("content-type", "")
+        self.reconcile_keda()
         if m := re.fullmatch(f"{apps}/deployments(?:/([^/]+))?(/scale)?", path):
-            return self._deployment_request(method, m.group(1), bool(m.group(2)), body, selector)
+            return self._deployment_request(
+                method, m.group(1), bool(m.group(2)), body, selector, ctype
+            )
         if m := re.fullmatch(f"{apps}/statefulsets(?:/([^/]+))?(/scale)?", path):
-            return self._statefulset_request(method, m.group(1), bool(m.group(2)), body, selector)
+            return self._statefulset_request(
+                method, m.group(1), bool(m.group(2)), body, selector, ctype
+            )
         if path == f"{apps}/replicasets":
             items = [
                 r for r in self.replicasets.values() if matches(r["metadata"]["labels"], selector)
             ]
             return 200, _list("ReplicaSetList", "apps/v1", items), {}
         if m := re.fullmatch(f"{hpa}(?:/([^/]+))?", path):
+            return self._hpa_request(method, m.group(1), body, ctype)
+        if m := re.fullmatch(f"{keda}(?:/([^/]+))?", path):
+            return self._scaled_object_request(method, m.group(1), body, ctype)
+        if path == "/api/v1/nodes":
+            return 200, _list("NodeList", "v1", self.nodes), {}
+        if path == "/apis/storage.k8s.io/v1/storageclasses":
+            classes = [storage_class("standard")] if self.storage_class else []
+            return 200, _list("StorageClassList", "storage.k8s.io/v1", classes), {}
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        if path == f"{crds}/scaledobjects.keda.sh":
+            if not self.keda_installed:
+                return _not_found(
+                    "customresourcedefinitions.apiextensions.k8s.io", path.rsplit("/", 1)[1]
+                )
+            return (
+                200,
+                {
+                    "kind": "CustomResourceDefinition",
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "metadata": {"name": "scaledobjects.keda.sh"},
+                    "spec": {
+                        "group": "keda.sh",
+                        "names": {"kind": "ScaledObject", "plural": "scaledobjects"},
+                        "scope": "Namespaced",
+                        "versions": [],
+                    },
+                },
+                {},
+            )
+        if m := re.fullmatch(rf"/apis/batch/v1/namespaces/{NS}/jobs(?:/([^/]+))?", path):
             if m.group(1) is None:
-                items = list(self.hpas.values())
-                return 200, _list("HorizontalPodAutoscalerList", "autoscaling/v2", items), {}
-            if m.group(1) not in self.hpas:
-                return _not_found("horizontalpodautoscalers.autoscaling", m.group(1))
-            h = self.hpas[m.group(1)]
+                items = [
+                    j
+                    for j in self.jobs.values()
+                    if matches(j["metadata"].get("labels", {}), selector)
+                ]
+                return 200, _list("JobList", "batch/v1", items), {}
+            if m.group(1) not in self.jobs:
+                return _not_found("jobs.batch", m.group(1))
+            job = self.jobs[m.group(1)]
             if method == "DELETE":
-                del self.hpas[m.group(1)]
-                return _deleted("autoscaling", "horizontalpodautoscalers", h)
-            if method == "PATCH":
-                h.update(merge(h, body))
-                h["metadata"]["generation"] = h["metadata"].get("generation", 1) + 1
-            return 200, copy.deepcopy(h), {}
+                del self.jobs[m.group(1)]
+                return _deleted("batch", "jobs", job)
+            return 200, copy.deepcopy(job), {}
+        if path == "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io":
+            if not self.metrics_server:
+                return _not_found("apiservices.apiregistration.k8s.io", "v1beta1.metrics.k8s.io")
+            return 200, metrics_api_service(), {}
         if m := re.fullmatch(rf"{pods}/([^/:]+):(\d+)/proxy/(.*)", path):
             return self._pod_proxy(m.group(1), int(m.group(2)), m.group(3))
         if m := re.fullmatch(rf"{services}/([^/:]+)(?::([^/]+))?/proxy(/.*)?", path):
-            return self._service_proxy(m.group(1), m.group(2), m.group(3) or "/", headers or {})
+            return self._service_proxy(m.group(1), m.group(2), m.group(3) or "/", headers)
         if m := re.fullmatch(f"{pods}(?:/([^/]+))?", path):
             # Watching pods is watching the controllers work too.
             for d in list(self.deployments.values()):
                 self.step(d)
             for s in self.statefulsets.values():
                 self.step_statefulset(s)
+            self.tick_pods()
             all_pods = self.pods()
             if m.group(1) is None:
                 items = [p for p in all_pods if matches(p["metadata"]["labels"], selector)]
                 return 200, _list("PodList", "v1", items), {}
+            if method == "DELETE":
+                return self.delete_pod(m.group(1), query.get("gracePeriodSeconds"))
             pod = next((p for p in all_pods if p["metadata"]["name"] == m.group(1)), None)
             if pod is None:
                 return _not_found("pods", m.group(1))
-            if method == "DELETE":
-                self.deleted_pods.append((m.group(1), query.get("gracePeriodSeconds")))
             return 200, pod, {}
         return _status(404, "NotFound", "the server could not find the requested resource")
 
+    def _hpa_request(self, method: str, name: str | None, body: Any, ctype: str) -> Answer:
+        if name is None:
+            items = list(self.hpas.values())
+            return 200, _list("HorizontalPodAutoscalerList", "autoscaling/v2", items), {}
+        if name not in self.hpas:
+            return _not_found("horizontalpodautoscalers.autoscaling", name)
+        h = self.hpas[name]
+        if method == "DELETE":
+            del self.hpas[name]
+            return _deleted("autoscaling", "horizontalpodautoscalers", h)
+        if method == "PATCH":
+            # Accepted, as the API server would: KEDA's operator writes its own HPA back from
+            # the ScaledObject at its next reconcile (reconcile_keda).
+            patched = apply_patch(h, body, ctype)
+            h.clear()
+            h.update(patched)
+            h["metadata"]["generation"] = h["metadata"].get("generation", 1) + 1
+        return 200, copy.deepcopy(h), {}
+
     def _deployment_request(
-        self, method: str, name: str | None, scale: bool, body: Any, selector: str | None
+        self,
+        method: str,
+        name: str | None,
+        scale: bool,
+        body: Any,
+        selector: str | None,
+        ctype: str = "",
     ) -> Answer:
         if name is None and method == "POST":
             return self._create(body)
@@ -514,19 +770,21 @@ class FakeCluster:
             ]
             for d in items:
                 self.step(d)
+            self.tick_pods()
             return 200, _list("DeploymentList", "apps/v1", items), {}
         if name not in self.deployments:
             return _not_found("deployments.apps", name)
         d = self.deployments[name]
         if scale and method == "PATCH":
-            if d["spec"]["replicas"] != body["spec"]["replicas"]:
-                d["spec"]["replicas"] = body["spec"]["replicas"]
+            wanted = apply_patch(self._scale(d, 0), body, ctype)["spec"]["replicas"]
+            if d["spec"]["replicas"] != wanted:
+                d["spec"]["replicas"] = wanted
                 self._bump(d)
         elif scale:
             pass
         elif method == "PATCH":
             before = json.dumps(d["spec"], sort_keys=True)
-            patched = merge(d, body)
+            patched = apply_patch(d, body, ctype)
             d.clear()
             d.update(patched)
             self._changed(d, before)
@@ -608,7 +866,13 @@ class FakeCluster:
         self._replicaset(d, revision)
 
     def _statefulset_request(
-        self, method: str, name: str | None, scale: bool, body: Any, selector: str | None
+        self,
+        method: str,
+        name: str | None,
+        scale: bool,
+        body: Any,
+        selector: str | None,
+        ctype: str = "",
     ) -> Answer:
         if name is None:
             items = [
@@ -621,13 +885,16 @@ class FakeCluster:
             return _not_found("statefulsets.apps", name)
         s = self.statefulsets[name]
         if scale:
-            if method == "PATCH" and s["spec"]["replicas"] != body["spec"]["replicas"]:
-                s["spec"]["replicas"] = body["spec"]["replicas"]
+            wanted = s["spec"]["replicas"]
+            if method == "PATCH":
+                wanted = apply_patch(self._scale(s, 0), body, ctype)["spec"]["replicas"]
+            if wanted != s["spec"]["replicas"]:
+                s["spec"]["replicas"] = wanted
                 self._bump(s)
             return 200, self._scale(s, s["status"]["replicas"]), {}
         if method == "PATCH":
             before = json.dumps(s["spec"], sort_keys=True)
-            s.update(merge(s, body))
+            s.update(apply_patch(s, body, ctype))
             if json.dumps(s["spec"], sort_keys=True) != before:
                 self._bump(s)
             else:
@@ -682,41 +949,154 @@ class FakeCluster:
             },
         }
 
+    # -- pods ----------------------------------------------------------------------------------
+    def _names(self, owner: str, count: int, fixed: bool) -> list[str]:
+        """The pods an owner runs now: a ReplicaSet's get new names as they come (the newest
+        go first on a scale-down), a StatefulSet's are its ordinals."""
+        if fixed:
+            return [f"{owner}-{i}" for i in range(count)]
+        names = self.pod_names.setdefault(owner, [])
+        while len(names) < count:
+            self.pod_serial += 1
+            names.append(f"{owner}-p{self.pod_serial}")
+        for gone in names[count:]:
+            self.recovering.pop(gone, None)
+        del names[count:]
+        return names
+
+    def _shown_ready(self, rs: Obj) -> int:
+        """Ready pods of a ReplicaSet: the controller's count, less the pods recovering."""
+        names = self._names(rs["metadata"]["name"], rs["status"]["replicas"], fixed=False)
+        ready = rs["status"].get("readyReplicas", 0)
+        return sum(1 for i, n in enumerate(names) if i < ready and n not in self.recovering)
+
+    def _owner_of(self, pod_name: str) -> tuple[str, Obj] | None:
+        for rs_name, names in self.pod_names.items():
+            if pod_name in names and rs_name in self.replicasets:
+                return "rs", self.replicasets[rs_name]
+        for s in self.statefulsets.values():
+            if pod_name in self._names(s["metadata"]["name"], s["status"]["replicas"], True):
+                return "sts", s
+        return None
+
+    def _resync(self) -> None:
+        for d in self.deployments.values():
+            reason = self._reason(d)
+            self._sync(
+                d,
+                done=reason == "NewReplicaSetAvailable",
+                deadline=reason == "ProgressDeadlineExceeded",
+            )
+
+    def tick_pods(self) -> None:
+        """One read's worth of time for pods: terminating ones go, recovering ones get
+        ready."""
+        for name, (doc, left) in list(self.terminating.items()):
+            if left <= 1:
+                del self.terminating[name]
+            else:
+                self.terminating[name] = (doc, left - 1)
+        changed = False
+        for name, left in list(self.recovering.items()):
+            if left <= 1:
+                del self.recovering[name]
+                changed = True
+            else:
+                self.recovering[name] = left - 1
+        if changed:
+            self._resync()
+
+    def delete_pod(self, name: str, grace: str | None) -> Answer:
+        """As the API server does: ``gracePeriodSeconds=0`` removes the object at once (a force
+        deletion: the kubelet still stops the containers with SIGTERM and the pod's grace
+        period, out of sight of the API); otherwise the pod stays, Terminating (its
+        deletionTimestamp set, not ready), until the kubelet reports its containers gone. Either
+        way its ReplicaSet sees it gone at once and creates a replacement."""
+        pod = next((p for p in self.pods() if p["metadata"]["name"] == name), None)
+        owner = self._owner_of(name)
+        if pod is None or owner is None:
+            return _not_found("pods", name)
+        self.deleted_pods.append((name, grace))
+        kind, obj = owner
+        if grace != "0":
+            seconds = (
+                int(grace) if grace else int(pod["spec"].get("terminationGracePeriodSeconds", 30))
+            )
+            doc = copy.deepcopy(pod)
+            doc["metadata"]["deletionTimestamp"] = STAMP
+            doc["metadata"]["deletionGracePeriodSeconds"] = seconds
+            doc["status"]["conditions"][0]["status"] = "False"
+            doc["status"]["containerStatuses"][0]["ready"] = False
+            if kind == "rs":
+                self.terminating[name] = (doc, TERMINATING_READS)
+        if kind == "rs":
+            names = self.pod_names[obj["metadata"]["name"]]
+            index = names.index(name)
+            self.pod_serial += 1
+            names[index] = f"{obj['metadata']['name']}-p{self.pod_serial}"
+            self.recovering[names[index]] = RECOVER_READS
+        else:
+            self.recovering[name] = RECOVER_READS
+        self._resync()
+        answer = copy.deepcopy(pod)
+        if grace != "0":
+            answer["metadata"]["deletionTimestamp"] = STAMP
+        return 200, answer, {}
+
+    def exec(self, name: str, container: str | None, command: list[str]) -> tuple[int, str, str]:
+        """What a command does in a container of the fake: a ``kill -KILL`` of the
+        container's processes kills its app when the pod shares its process namespace (the app
+        is then not PID 1, which ignores a SIGKILL from inside its own namespace): the kubelet
+        restarts the container (restartCount + 1, exit 137, not ready for a while)."""
+        pod = next((p for p in self.pods() if p["metadata"]["name"] == name), None)
+        if pod is None:
+            raise LookupError(f'pods "{name}" not found')
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        container = container or names[0]
+        if container not in names:
+            raise LookupError(f"container {container} is not valid for pod {name}")
+        self.execs.append((name, container, list(command)))
+        script = " ".join(command)
+        if "kill -KILL" not in script:
+            return 0, "", ""
+        if not pod["spec"].get("shareProcessNamespace"):
+            return 1, "", "no process of this container to kill\n"
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.recovering[name] = RECOVER_READS
+        self._resync()
+        return 0, "SIGKILL sent to 1 process(es)\n", ""
+
     def pods(self) -> list[Obj]:
         out: list[Obj] = []
-        owners: list[tuple[str, Obj, int, int, bool]] = []
+        owners: list[tuple[list[str], Obj, int, bool]] = []
         for rs in self.replicasets.values():
             owner = rs["metadata"]["ownerReferences"][0]["name"]
             status = rs["status"]
+            names = self._names(rs["metadata"]["name"], status["replicas"], fixed=False)
             owners.append(
                 (
-                    rs["metadata"]["name"] + "-p",
+                    names,
                     rs["spec"]["template"],
-                    status["replicas"],
                     status.get("readyReplicas", 0),
                     owner in self.crashing,
                 )
             )
         for s in self.statefulsets.values():
             status = s["status"]
-            template = s["spec"]["template"]
-            owners.append(
-                (
-                    s["metadata"]["name"] + "-",
-                    template,
-                    status["replicas"],
-                    status.get("readyReplicas", 0),
-                    False,
-                )
-            )
-        for prefix, template, count, ready, crashing in owners:
-            for i in range(count):
-                name = f"{prefix}{i}"
-                out.append(_pod(name, template, i < ready, crashing, len(out), self.version))
+            names = self._names(s["metadata"]["name"], status["replicas"], fixed=True)
+            owners.append((names, s["spec"]["template"], status.get("readyReplicas", 0), False))
+        for names, template, ready, crashing in owners:
+            for i, name in enumerate(names):
+                up = i < ready and name not in self.recovering
+                restarts = self.restarts.get(name, 0)
+                out.append(_pod(name, template, up, crashing, len(out), self.version, restarts))
+        out += [copy.deepcopy(doc) for doc, _ in self.terminating.values()]
         return out
 
 
-def _pod(name: str, template: Obj, ready: bool, crashing: bool, index: int, rv: int) -> Obj:
+def _pod(
+    name: str, template: Obj, ready: bool, crashing: bool, index: int, rv: int, restarts: int = 0
+) -> Obj:
     container = template["spec"]["containers"][0]
     if crashing:
         state: Obj = {
@@ -733,6 +1113,17 @@ def _pod(name: str, template: Obj, ready: bool, crashing: bool, index: int, rv: 
                 "startedAt": STAMP,
                 "finishedAt": STAMP,
                 "containerID": "containerd://" + "1" * 64,
+            }
+        }
+    elif restarts:  # the last run of the container was killed (SIGKILL: 128 + 9)
+        state = {"running": {"startedAt": STAMP}}
+        last = {
+            "terminated": {
+                "exitCode": 137,
+                "reason": "Error",
+                "startedAt": STAMP,
+                "finishedAt": STAMP,
+                "containerID": "containerd://" + "2" * 64,
             }
         }
     else:
@@ -761,7 +1152,7 @@ def _pod(name: str, template: Obj, ready: bool, crashing: bool, index: int, rv: 
                     "imageID": "sha256:" + "0" * 64,
                     "ready": ready,
                     "started": ready or not crashing,
-                    "restartCount": 0 if ready else 2,
+                    "restartCount": restarts or (0 if ready or not crashing else 2),
                     "state": state,
                     "lastState": last,
                 }
@@ -914,6 +1305,124 @@ def _invalid_selector(body: Obj) -> Answer | None:
     )
 
 
+def _denied(target: str, manager: str) -> Answer:
+    return _status(
+        403,
+        "Forbidden",
+        f'admission webhook "vscaledobject.kb.io" denied the request: the workload '
+        f"'{target}' of type 'apps/v1.Deployment' is already managed by the {manager}",
+    )
+
+
+def _hpa_conditions(metrics_server: bool) -> list[Obj]:
+    if metrics_server:
+        return [
+            _cond("AbleToScale", "True", "ReadyForNewScale", "recommended size matches"),
+            _cond("ScalingActive", "True", "ValidMetricFound", "the HPA was able to compute"),
+            _cond("ScalingLimited", "False", "DesiredWithinRange", "within range"),
+        ]
+    # What the HPA controller reports when no metrics-server serves the resource metrics API.
+    return [
+        _cond("AbleToScale", "True", "SucceededGetScale", "the HPA controller was able to get"),
+        _cond(
+            "ScalingActive",
+            "False",
+            "FailedGetResourceMetric",
+            "the HPA was unable to compute the replica count: failed to get cpu utilization: "
+            "unable to get metrics for resource cpu: unable to fetch metrics from resource "
+            "metrics API: the server could not find the requested resource (get "
+            "pods.metrics.k8s.io)",
+        ),
+    ]
+
+
+def node(name: str, *, taints: list[Obj] | None = None, unschedulable: bool = False) -> Obj:
+    """A Node as the API returns it (what the prerequisite checks read)."""
+    doc: Obj = {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": hashlib.md5(name.encode()).hexdigest(),
+            "resourceVersion": "700",
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+        },
+        "spec": {"providerID": f"kind://docker/kind/{name}"},
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "16318064Ki", "pods": "110"},
+            "capacity": {"cpu": "8", "memory": "16420464Ki", "pods": "110"},
+            "conditions": [_cond("Ready", "True", "KubeletReady", "kubelet is posting ready")],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": "5f0c9d6e-1b2a-4e3c-8d7f-0a1b2c3d4e5f",
+                "containerRuntimeVersion": "containerd://2.0.3",
+                "kernelVersion": "6.1.0-27-amd64",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.32.2",
+                "machineID": "0123456789abcdef0123456789abcdef",
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": "0123456789abcdef0123456789abcdef",
+            },
+        },
+    }
+    if taints:
+        doc["spec"]["taints"] = taints
+    if unschedulable:
+        doc["spec"]["unschedulable"] = True
+    return doc
+
+
+def storage_class(name: str) -> Obj:
+    """kind's default StorageClass (the local-path provisioner)."""
+    return {
+        "kind": "StorageClass",
+        "apiVersion": "storage.k8s.io/v1",
+        "metadata": {
+            "name": name,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "rancher.io/local-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
+def job(name: str, *, succeeded: int = 0, suspend: bool = False, active: int = 0) -> Obj:
+    return {
+        "kind": "Job",
+        "apiVersion": "batch/v1",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": hashlib.md5(name.encode()).hexdigest(),
+            "labels": {"app.kubernetes.io/part-of": "mesh-demo", NAME: name},
+        },
+        "spec": {
+            "suspend": suspend,
+            "template": {"metadata": {}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}},
+        },
+        "status": {k: v for k, v in (("succeeded", succeeded), ("active", active)) if v},
+    }
+
+
+def metrics_api_service() -> Obj:
+    return {
+        "kind": "APIService",
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "metadata": {"name": "v1beta1.metrics.k8s.io", "resourceVersion": "800"},
+        "spec": {
+            "group": "metrics.k8s.io",
+            "version": "v1beta1",
+            "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+            "insecureSkipTLSVerify": True,
+        },
+        "status": {"conditions": [_cond("Available", "True", "Passed", "all checks passed")]},
+    }
+
+
 def _cond(kind: str, status: str, reason: str | None, message: str | None) -> Obj:
     out: Obj = {"type": kind, "status": status, "lastTransitionTime": STAMP}
     if reason:
@@ -985,8 +1494,35 @@ class FakeApiServer:
         cluster_ref = self.cluster
 
         class Handler(BaseHTTPRequestHandler):
+            def _exec(self, name: str) -> None:
+                """``pods/NAME/exec``: a WebSocket upgrade, the output, the exit status."""
+                parts = urlsplit(self.path)
+                params = parse_qs(parts.query)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with cluster_ref.lock:
+                    cluster_ref.requests.append(("GET", self.path, "", None))
+                    try:
+                        code, out, err = cluster_ref.exec(
+                            name, (params.get("container") or [None])[0], params.get("command", [])
+                        )
+                    except LookupError as exc:
+                        status, doc, _ = _status(400, "BadRequest", str(exc))
+                        data = json.dumps(doc).encode()
+                        self.send_response(status)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                serve_exec(self.wfile, headers, code, out, err)
+                self.close_connection = True
+
             def _serve(self) -> None:
                 parts = urlsplit(self.path)
+                exec_path = re.fullmatch(rf"/api/v1/namespaces/{NS}/pods/([^/]+)/exec", parts.path)
+                if exec_path and self.headers.get("Upgrade", "").lower() == "websocket":
+                    self._exec(exec_path.group(1))
+                    return
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""

@@ -17,7 +17,7 @@ def scales(api: FakeApiServer, name: str) -> list[int]:
     ]
 
 
-@pytest.mark.parametrize(("part", "replicas"), [("kafka", 1), ("redis", 1), ("consul", 3)])
+@pytest.mark.parametrize(("part", "replicas"), [("kafka", 3), ("redis", 1), ("consul", 1)])
 def test_stop_scales_to_zero_and_start_brings_back_what_it_had(
     api: FakeApiServer, runtime: K8sRuntime, part: str, replicas: int
 ) -> None:
@@ -72,3 +72,15 @@ def test_unknown_parts_and_stuck_starts_are_one_line(
     with pytest.raises(RuntimeFailure, match=r"^redis: 0/1 ready, 0 running after 0s$"):
         runtime.start_infra("redis", timeout=0.2)
     assert api.cluster.statefulsets["redis"]["metadata"]["annotations"][STOPPED] == "1"
+
+
+def test_a_consul_quorum_is_not_stopped_whole(api: FakeApiServer, runtime: K8sRuntime) -> None:
+    """Three servers stopped together come back with new pod IPs and never elect a leader
+    (Raft keeps the old addresses; hashicorp/consul#10678): prod's Consul is refused."""
+    consul = api.cluster.statefulsets["consul"]
+    consul["spec"]["replicas"] = 3
+    api.cluster._sts_set(consul, 3, 3)
+    with pytest.raises(RuntimeFailure, match=r"runs 3 Consul servers: .* elect no leader"):
+        runtime.stop_infra("consul")
+    assert scales(api, "consul") == []
+    assert STOPPED not in (consul["metadata"].get("annotations") or {})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fake_kube_api import FakeApiServer
+from conftest import runtime_for
+from fake_kube_api import FakeApiServer, FakeCluster
 from kubernetes import client
 
+from infra.k8s.cluster import KILL_CONTAINER
 from infra.k8s.runtime import K8sRuntime
 from infra.runtime.base import RuntimeFailure
 from infra.runtime.models import RolloutSpec
@@ -97,8 +99,55 @@ def test_autoscale_reads_the_hpas(runtime: K8sRuntime) -> None:
     assert (cpu.name, cpu.value, cpu.target) == ("cpu", 35, 70.0)
     assert cpu.ratio == pytest.approx(0.5)
     assert decision.reason.startswith("ValidMetricFound")
-    with pytest.raises(RuntimeFailure, match="HorizontalPodAutoscalers are the autoscaler"):
-        runtime.autoscale(False)
+
+
+def test_autoscale_off_pins_every_hpa_and_on_gives_back_its_range(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    """What the autoscale drill does: on (it used to raise on k8s), then back off."""
+    hpa = api.cluster.hpas["orders"]
+    off = runtime.autoscale(False)
+    assert not off.enabled
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 3)  # runs 3
+    assert hpa["metadata"]["annotations"]["mesh.demo/autoscale-paused"] == '{"min": 1, "max": 4}'
+    # meshctl scale while paused keeps it pinned, at the new count.
+    runtime.scale("orders", 2)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 2)
+    on = runtime.autoscale(True)
+    assert on.enabled
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert "mesh.demo/autoscale-paused" not in hpa["metadata"].get("annotations", {})
+    assert runtime.autoscale(True).enabled  # nothing paused: nothing to do, no error
+
+
+def test_autoscale_on_without_metrics_server_says_what_is_missing(registry: str) -> None:
+    with FakeApiServer(FakeCluster(consul_addr=registry, metrics_server=False)) as api:
+        with runtime_for(api, registry) as runtime:
+            with pytest.raises(RuntimeFailure, match=r"FailedGetResourceMetric.*metrics-server"):
+                runtime.autoscale(True)
+
+
+def test_scale_with_keda_raises_the_scaled_objects_floor(registry: str) -> None:
+    """KEDA owns the HPA of a ScaledObject and writes it back: the floor goes on the
+    ScaledObject (a JSON merge patch), and KEDA's HPA then carries it."""
+    with FakeApiServer(FakeCluster(consul_addr=registry, keda=True)) as api:
+        with runtime_for(api, registry) as runtime:
+            assert "orders" not in api.cluster.hpas  # the CPU HPA made way for KEDA's
+            runtime.scale("orders", 3)
+            so = api.cluster.scaled_objects["orders"]
+            assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (3, 4)
+            [(_, kind, body)] = patches(api, "/scaledobjects/orders")
+            assert kind == "application/merge-patch+json"
+            assert body == {"spec": {"minReplicaCount": 3, "maxReplicaCount": 4}}
+            runtime.status()  # a read: KEDA reconciles
+            assert api.cluster.hpas["keda-hpa-orders"]["spec"]["minReplicas"] == 3
+            state = runtime.autoscale(False)
+            assert not state.enabled
+            assert so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"] == "3"
+            assert "keda-hpa-orders" not in api.cluster.hpas  # KEDA drops it while paused
+            assert runtime.autoscale(True).enabled
+            assert "autoscaling.keda.sh/paused-replicas" not in so["metadata"]["annotations"]
+            assert api.cluster.hpas["keda-hpa-orders"]["spec"]["minReplicas"] == 3
 
 
 def test_rolling_rollout_follows_rollout_status_until_done(
@@ -178,13 +227,43 @@ def test_a_rolling_update_has_nothing_to_promote(runtime: K8sRuntime) -> None:
     assert runtime.wait_rollout("payments", timeout=10, interval=0.01).phase == "completed"
 
 
-def test_kill_replica_deletes_the_pod_without_grace(
+def test_kill_replica_sigkills_the_app_through_exec_and_the_pod_restarts_it(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    """A crash, not a deletion: even gracePeriodSeconds=0 gets a SIGTERM from the kubelet."""
+    pod = runtime.replicas("payments")[0]
+    killed = runtime.kill_replica(pod.id)
+    assert killed.id == pod.id and killed.last_exit == 137
+    assert api.cluster.deleted_pods == []
+    assert api.cluster.execs == [(pod.id, "app", ["sh", "-c", KILL_CONTAINER])]
+    after = next(r for r in runtime.replicas("payments") if r.id == pod.id)
+    assert after.restarts == 1 and not after.passing  # same pod, its container restarted
+    payments = runtime.wait_healthy("payments", 2, timeout=10, interval=0.01)
+    assert payments.healthy == 2
+
+
+def test_kill_replica_refuses_a_pod_whose_app_is_pid_1(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    template = api.cluster.deployments["payments"]["spec"]["template"]["spec"]
+    for rs in api.cluster.replicasets.values():
+        if rs["metadata"]["name"].startswith("payments-"):
+            rs["spec"]["template"]["spec"].pop("shareProcessNamespace", None)
+    template.pop("shareProcessNamespace", None)
+    pod = runtime.replicas("payments")[0]
+    with pytest.raises(RuntimeFailure, match="ignores a SIGKILL sent from inside"):
+        runtime.kill_replica(pod.id)
+    assert api.cluster.execs == []
+
+
+def test_kill_replica_with_term_deletes_the_pod_gracefully(
     api: FakeApiServer, runtime: K8sRuntime
 ) -> None:
     pod = runtime.replicas("payments")[0]
-    killed = runtime.kill_replica(pod.id)
-    assert killed.state == "stopping" and killed.id == pod.id
-    assert api.cluster.deleted_pods == [(pod.id, "0")]
+    assert runtime.kill_replica(pod.id, "TERM").state == "stopping"
+    assert api.cluster.deleted_pods == [(pod.id, None)]
+    stopping = [r for r in runtime.replicas("payments") if r.id == pod.id]
+    assert [r.state for r in stopping] == ["stopping"]
 
 
 def test_an_unreachable_api_server_is_one_line() -> None:

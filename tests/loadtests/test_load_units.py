@@ -251,6 +251,9 @@ def test_one_line_a_second_with_empty_seconds_and_completions_apart(tmp_path: Pa
         "completion_p50_ms": 400.0,
         "completion_p99_ms": 60000.0,
         "rt_ms": [10.0, 20.0, 30.0],
+        # Raw times by route and of completions, for windows over one route (the lessons).
+        "rt_by_name": {"GET /api/stock": [10.0, 30.0], "POST /api/orders": [20.0]},
+        "completion_ms": [400.0, 60000.0],
     }
     assert empty["t"] == 102.0 and empty["requests"] == 0 and empty["completions"] == 0
     assert empty["rt_ms"] == []

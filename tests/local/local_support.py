@@ -38,6 +38,8 @@ crashloop_after = 2
 max_restarts = 3
 stable_after = "5s"
 ready_timeout = "30s"
+# The tests of the supervisor's RSS watch need it on any machine, cgroup v2 or not.
+use_cgroups = false
 """
 
 FAST_AUTOSCALE = """

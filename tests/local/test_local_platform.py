@@ -23,7 +23,9 @@ def test_status_json_scale_and_a_killed_replica(platform: LocalPlatform) -> None
     status = platform.meshctl("status", "--json")
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
-    assert set(state) == {"runtime", "gateway", "services", "infra"}
+    # The DESIGN.md shape, and the additions of the local runtime: every replica, and how
+    # their resource limits are enforced here.
+    assert set(state) == {"runtime", "gateway", "services", "infra", "replicas", "limits"}
     assert state["runtime"] == "local"
     assert state["gateway"]["url"] == platform.url
     assert state["gateway"]["api_key"] == platform.api_key and len(platform.api_key) >= 16

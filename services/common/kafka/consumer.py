@@ -288,12 +288,43 @@ class ConsumerRunner:
                 await self._update_lag(consumer)
         finally:
             stopped.cancel()
+            if not rejoin:
+                await self._settle_before_leaving(consumer)
             _leave_even_from_generation_zero(consumer)
             await self._wait_leave_turn()
             # Leaves the group: the partitions are reassigned without waiting for a timeout.
             await consumer.stop()
             log.info("consumer stopped", extra={"group": self.group_id})
         return rejoin
+
+    async def _settle_before_leaving(self, consumer: AIOKafkaConsumer) -> None:
+        """Leave only a settled group. tansu keeps a group's leader through a rebalance and
+        elects another only when none is set, so a leader that leaves while a round is still
+        forming (a member has just joined, and its next heartbeat would have said so) leaves
+        the others waiting for its SyncGroup for ever: a rolling update that does not wait
+        for readiness does exactly that. So ask first (one heartbeat): if a rebalance is
+        under way, take part until it completes, within half the grace period."""
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None:
+            return
+        session = self._settings.KAFKA_SESSION_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + min(
+            2 * session + 1, self._settings.SHUTDOWN_GRACE_SECONDS / 2
+        )
+        try:
+            while time.monotonic() < deadline:
+                # A heartbeat that finds the group rebalancing asks for the rejoin itself.
+                await coordinator._do_heartbeat()
+                subscription = coordinator._subscription.subscription
+                if subscription is None or not coordinator.need_rejoin(subscription):
+                    return
+                log.info("a rebalance is under way: completing it before leaving")
+                while time.monotonic() < deadline:
+                    if not coordinator.need_rejoin(subscription):
+                        break  # the round completed: ask again, another may have begun
+                    await asyncio.sleep(0.05)
+        except Exception as exc:  # a broker gone or a consumer closing: leave as it is
+            log.debug("could not settle the group before leaving: %r", exc)
 
     async def _wait_leave_turn(self) -> None:
         """Members of one group leave at least LEAVE_SPACING apart. tansu loses its group

@@ -123,6 +123,10 @@ class OutboxRelay:
                 published = await self.relay_once(block=not self._stopping.is_set())
             except (BrokerUnavailable, KafkaError, RedisError, *REDIS_UNAVAILABLE) as exc:
                 self._own_pending = True
+                if isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP"):
+                    # Redis lost the stream and its group (it restarted without its data):
+                    # both are created again on the next try, or nothing is relayed again.
+                    self._group_ready = False
                 if self._stopping.is_set():
                     # They stay in Redis for the next relay (or this one after a restart).
                     log.warning("outbox relay stopping with events unpublished: %s", exc)
