@@ -116,9 +116,9 @@ drill: install ## Rehearse an operation under load and write a report: NAME=roll
 	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION)) $(if $(PERSISTENCE),--persistence $(PERSISTENCE))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
-.PHONY: bench bench-tools bench-gateway bench-saga bench-console
+.PHONY: bench bench-tools bench-gateway bench-saga bench-console bench-report
 
-bench: bench-saga bench-gateway bench-console ## Run every benchmark and print its figures
+bench: bench-saga bench-gateway bench-console bench-report ## Run every benchmark, print its figures and a verdict per target, draw reports/bench/index.html
 
 bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are missing
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
@@ -126,14 +126,18 @@ bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are m
 	    apt-get install -y -qq wrk nginx-light; } || \
 	  { echo "bench-tools: install wrk and nginx (apt-get install wrk nginx-light)"; exit 1; }
 
-bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx vs the gateway
+bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx vs the gateway, and their latency-vs-load curves
 	$(BIN)/python -m loadtests.bench_gateway
 
 bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
 	$(BIN)/python -m loadtests.bench_saga
 
 bench-console: install browser ## The console's CPU and memory (idle, a browser attached, under load), first paint, what it costs the saga
-	$(BIN)/python -m loadtests.bench_console
+	@mkdir -p reports/bench
+	$(BIN)/python -m loadtests.bench_console --json reports/bench/console.json
+
+bench-report: install ## Draw reports/bench/index.html (PNG charts, figures.json, a verdict per target) from the benchmarks' figures; PUBLISH=1 copies the chart to docs/bench/
+	$(BIN)/python -m loadtests.bench_report $(if $(PUBLISH),--publish)
 
 # -- Docker Compose (see "Compose runtime" in this README) -----------------------------------
 .PHONY: compose-up compose-down compose-clean compose-images test-compose

@@ -9,10 +9,13 @@ detection has ejected.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from services.common.net import host_port
 
 Strategy = Literal["least_outstanding", "round_robin"]
 
@@ -45,6 +48,11 @@ class Instance:
     @property
     def url(self) -> str:
         return f"http://{self.address}:{self.port}"
+
+    @functools.cached_property
+    def host_line(self) -> bytes:
+        """The ``Host`` header line of a request to this instance, encoded once."""
+        return f"Host: {host_port(self.address, self.port)}\r\n".encode()
 
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
@@ -95,6 +103,9 @@ class Pool:
         self.policy = policy or OutlierPolicy()
         self.clock = clock
         self.instances: dict[str, Instance] = {}
+        # The instances in id order (ties rotate in that order), kept for the dict they came from.
+        self._ordered: list[Instance] = []
+        self._ordered_from: dict[str, Instance] | None = None
         self._versions = _VersionPicker()
         self._rr = 0
 
@@ -122,7 +133,10 @@ class Pool:
         exclude: frozenset[str] | set[str] = frozenset(),
     ) -> Instance | None:
         now = self.clock()
-        usable = [i for i in self.instances.values() if i.id not in exclude and not i.ejected(now)]
+        if self._ordered_from is not self.instances:
+            self._ordered = sorted(self.instances.values(), key=lambda i: i.id)
+            self._ordered_from = self.instances
+        usable = [i for i in self._ordered if i.ejected_until <= now and i.id not in exclude]
         if pinned is not None:
             usable = [i for i in usable if i.version == pinned]
         elif weights:
@@ -135,12 +149,13 @@ class Pool:
                 usable = [i for i in usable if i.version == version]
         if not usable:
             return None
-        if self.strategy == "round_robin":
-            self._rr += 1
-            return sorted(usable, key=lambda i: i.id)[self._rr % len(usable)]
-        least = min(i.outstanding for i in usable)
-        tied = sorted((i for i in usable if i.outstanding == least), key=lambda i: i.id)
         self._rr += 1
+        if len(usable) == 1:
+            return usable[0]
+        if self.strategy == "round_robin":
+            return usable[self._rr % len(usable)]
+        least = min(i.outstanding for i in usable)
+        tied = [i for i in usable if i.outstanding == least]
         return tied[self._rr % len(tied)]
 
     def begin(self, inst: Instance) -> None:

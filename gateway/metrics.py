@@ -2,42 +2,144 @@
 
 ``upstream_version`` is on every series, so a canary's success rate and latency can be told
 apart from stable's: the canary analysis of ``meshctl rollout`` reads exactly these.
+
+The three series every proxied request touches (requests, latency, attempts) are tallied in
+plain Python and turned into metric families when ``/metrics`` is scraped: a prometheus
+Counter or Histogram takes a lock per update and walks its buckets in Python, which cost
+more per request than the routing did. The output is the same text (``_total``, ``_bucket``,
+``_count``, ``_sum`` and ``_created``). The rare series (retries, ejections, refusals) stay
+prometheus objects.
 """
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import metrics as _prometheus_metrics
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gateway.discovery import Discovery
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# As prometheus_client does (PROMETHEUS_DISABLE_CREATED_SERIES turns them off).
+_CREATED = getattr(_prometheus_metrics, "_use_created", True)
+
+
+class CounterTally(Collector):
+    """A labelled counter: ``inc(labels)`` with a tuple of label values, no lock (the event
+    loop is the only writer; a scrape runs on the same loop)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        count = self.counts.get(labels)
+        if count is None:
+            self.created[labels] = time.time()
+            count = 0
+        self.counts[labels] = count + 1
+
+    def value(self, labels: tuple[str, ...]) -> int:
+        return self.counts.get(labels, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, count in list(self.counts.items()):
+            created = self.created[labels] if _CREATED else None
+            family.add_metric(labels, count, created=created)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class HistogramTally(Collector):
+    """A labelled histogram with fixed buckets: ``observe(labels, seconds)``."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        registry: CollectorRegistry,
+        buckets: tuple[float, ...] = _BUCKETS,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = buckets
+        self.names = [*(floatToGoString(b) for b in buckets), "+Inf"]
+        # Per label set: one count per bucket (not cumulative), the +Inf one, then the sum.
+        self.series: dict[tuple[str, ...], list[float]] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.bounds) + 2)
+            self.created[labels] = time.time()
+        series[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in it
+        series[-1] += value
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, series in list(self.series.items()):
+            cumulative = 0.0
+            buckets = []
+            for name, count in zip(self.names, series[:-1], strict=True):
+                cumulative += count
+                buckets.append((name, cumulative))
+            family.add_metric(labels, buckets, series[-1])
+            if _CREATED:
+                names = dict(zip(self.labelnames, labels, strict=True))
+                family.add_sample(self.name + "_created", names, self.created[labels])
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        self.requests = CounterTally(
             "gateway_requests_total",
             "Requests answered through a route, by upstream version and status.",
             ("route", "upstream", "upstream_version", "status"),
-            registry=registry,
+            registry,
         )
-        self.latency = Histogram(
+        self.latency = HistogramTally(
             "gateway_request_duration_seconds",
             "Time from request to answer through a route, retries included.",
             ("route", "upstream", "upstream_version"),
-            buckets=_BUCKETS,
-            registry=registry,
+            registry,
         )
-        self.attempts = Histogram(
+        self.attempts = HistogramTally(
             "gateway_upstream_attempt_duration_seconds",
             "Time of one attempt against one upstream instance.",
             ("upstream", "upstream_version", "outcome"),
-            buckets=_BUCKETS,
-            registry=registry,
+            registry,
         )
         self.retries = Counter(
             "gateway_retries_total",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Gauge
 
@@ -42,11 +42,11 @@ from gateway.ratelimit import RateLimiter
 from gateway.routes import Route, RouteTable
 from gateway.server import ClientConnection, Request
 from gateway.settings import GatewaySettings
+from gateway.spans import ProxySpan, RecordedSpan, Spans
 from gateway.upstream import Answer, Failure, UpstreamConnection, UpstreamError, UpstreamPool
 from services.common.errors import ApiError
 from services.common.metrics import LabelCache
 from services.common.middleware import request_id_for
-from services.common.net import host_port
 from services.common.redis import REDIS_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ class Proxy:
         )
         self.cache = LabelCache()
         self.tracing = not settings.OTEL_SDK_DISABLED
-        self.tracer = trace.get_tracer("gateway")
+        self.spans = (
+            Spans(trace.get_tracer_provider().get_tracer("gateway")) if self.tracing else None
+        )
         self.propagator = TraceContextTextMapPropagator()
         self.upstreams: UpstreamPool | None = None
         # Set by the front once the control plane listens (see gateway.app).
@@ -158,7 +160,8 @@ class Proxy:
             if "%2f" in text.lower():
                 raise self._reject("invalid_path", 400, "encoded slashes are refused")
             path = unquote(text)
-        if any(segment in (".", "..") for segment in path.split("/")):
+        # The path starts with "/", so a dot segment always follows one.
+        if "/." in path and any(segment in (".", "..") for segment in path.split("/")):
             raise self._reject("invalid_path", 400, "dot segments and encoded slashes are refused")
         route = self.table.match(path)
         if route is None:
@@ -205,8 +208,8 @@ class Proxy:
             )
 
     # -- tracing -----------------------------------------------------------------------------
-    def _server_span(self, request: Request, raw_path: bytes) -> Span:
-        if not self.tracing:
+    def _server_span(self, request: Request, raw_path: bytes) -> ProxySpan:
+        if self.spans is None:
             return INVALID_SPAN
         parent = None
         traceparent = request.lookup.get(b"traceparent")
@@ -216,7 +219,7 @@ class Proxy:
             if tracestate is not None:
                 carrier["tracestate"] = tracestate.decode("latin-1")
             parent = self.propagator.extract(carrier)
-        span = self.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
+        span = self.spans.start(request.method, SpanKind.SERVER, parent)
         if span.is_recording():
             span.set_attributes(
                 {
@@ -229,15 +232,18 @@ class Proxy:
             )
         return span
 
-    def _traceparent(self, server: Span, instance: Instance, method: str) -> tuple[Span, bytes]:
+    def _traceparent(
+        self, server: ProxySpan, instance: Instance, method: str
+    ) -> tuple[ProxySpan, bytes]:
         """The attempt's CLIENT span (when sampled) and the ``traceparent`` to send."""
         span = server
-        if server.is_recording():
-            span = self.tracer.start_span(
+        if isinstance(server, RecordedSpan):
+            assert self.spans is not None
+            span = self.spans.child(
+                server,
                 method,
-                context=trace.set_span_in_context(server),
-                kind=SpanKind.CLIENT,
-                attributes={
+                SpanKind.CLIENT,
+                {
                     "http.request.method": method,
                     "server.address": instance.address,
                     "server.port": instance.port,
@@ -274,7 +280,8 @@ class Proxy:
                 span.update_name(f"{method} {route.prefix}")
                 span.set_attribute("http.route", route.prefix)
             key = self._authenticate(request)
-            await self._rate_limit(key)
+            if self.limiter is not None and not self.limiter.take_local(key):
+                await self._rate_limit(key)
             pin = request.header(b"x-mesh-version")
             if pin is not None and not _VERSION.match(pin):
                 raise self._reject("invalid_version", 400, f"{VERSION_HEADER} must look like v2")
@@ -292,12 +299,8 @@ class Proxy:
             elapsed = time.perf_counter() - started
             version = attempt.instance.version if attempt is not None else "none"
             if route is not None:
-                self.cache(
-                    self.metrics.requests, route.prefix, route.service, version, str(status)
-                ).inc()
-                self.cache(self.metrics.latency, route.prefix, route.service, version).observe(
-                    elapsed
-                )
+                self.metrics.requests.inc((route.prefix, route.service, version, str(status)))
+                self.metrics.latency.observe((route.prefix, route.service, version), elapsed)
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
@@ -315,7 +318,7 @@ class Proxy:
         route: Route,
         target: str,
         pin: str | None,
-        span: Span,
+        span: ProxySpan,
         echo: bytes,
     ) -> tuple[Attempt | None, int]:
         pool = self.discovery.pools[route.service]
@@ -336,7 +339,7 @@ class Proxy:
                 break
             tried.add(instance.id)
             client_span, traceparent = self._traceparent(span, instance, request.method)
-            head = [start_line, f"Host: {host_port(instance.address, instance.port)}\r\n".encode()]
+            head = [start_line, instance.host_line]
             if traceparent:
                 head.append(b"traceparent: " + traceparent + b"\r\n")
             data = b"".join([*head, *common, b"\r\n", body])
@@ -400,8 +403,8 @@ class Proxy:
                 self.cache(self.metrics.ejections, route.service, instance.id).inc()
                 log.warning("ejected", extra={"upstream": route.service, "instance": instance.id})
             outcome = "ok" if ok else (attempt.failure or str(attempt.status))
-            self.cache(self.metrics.attempts, route.service, instance.version, outcome).observe(
-                time.perf_counter() - started
+            self.metrics.attempts.observe(
+                (route.service, instance.version, outcome), time.perf_counter() - started
             )
         return attempt
 
@@ -495,7 +498,7 @@ class Proxy:
         attempt: Attempt | None,
         attempts: int,
         elapsed: float,
-        span: Span,
+        span: ProxySpan,
         request_id: bytes,
     ) -> None:
         assert self.access_log is not None

@@ -77,7 +77,8 @@ class RateLimiter:
         # The key itself is a secret: only a digest of it is written to Redis.
         return "mesh:ratelimit:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
-    def _take_local(self, api_key: str) -> bool:
+    def take_local(self, api_key: str) -> bool:
+        """Spend a token of this replica's lease, if it holds one (no Redis, no await)."""
         lease = self._leases.get(api_key)
         if lease is not None and lease.tokens > 0 and time.monotonic() < lease.until:
             lease.tokens -= 1
@@ -86,7 +87,7 @@ class RateLimiter:
 
     async def check(self, api_key: str) -> Decision:
         while True:
-            if self._take_local(api_key):
+            if self.take_local(api_key):
                 return ALLOWED
             pending = self._pending.get(api_key)
             if pending is None:

@@ -60,6 +60,7 @@ class RouteTable:
     def __init__(self, routes: list[Route]) -> None:
         # Longest prefix first, so /api/notifications/stream wins over /api/notifications.
         self.routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
+        self._prefixes = [(r.prefix, r.prefix + "/", r) for r in self.routes]
 
     @classmethod
     def load(cls, path: Path = ROUTES_FILE) -> RouteTable:
@@ -74,8 +75,8 @@ class RouteTable:
         return sorted({r.service for r in self.routes})
 
     def match(self, path: str) -> Route | None:
-        for route in self.routes:
-            if path == route.prefix or path.startswith(route.prefix + "/"):
+        for prefix, below, route in self._prefixes:
+            if path == prefix or path.startswith(below):
                 return route
         return None
 

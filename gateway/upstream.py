@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, cast
@@ -21,6 +22,8 @@ from typing import Literal, Protocol, cast
 import httptools
 
 Failure = Literal["connect", "disconnect", "timeout"]
+# A timed-out exchange fails at most this long after its deadline.
+TIMEOUT_RESOLUTION = 0.01
 # Where an upstream lives: (host, port) over TCP, or a Unix socket path.
 Address = tuple[str, int] | str
 
@@ -167,6 +170,62 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
 
+class Deadlines:
+    """The timeouts of exchanges, without a loop timer per request (making and cancelling
+    one cost as much as a tenth of the rest of a proxied request).
+
+    Exchanges with the same timeout get their deadlines in the order they start, so each
+    timeout value keeps one queue in deadline order. A single loop timer wakes at the
+    earliest deadline (after a wake-up, at most once per ``TIMEOUT_RESOLUTION``) and times
+    out the exchanges still waiting; entries of finished exchanges leave the front of their
+    queue as new ones come, so a queue holds about what is in flight.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queues: dict[float, deque[tuple[float, UpstreamConnection, asyncio.Future[Answer]]]]
+        self.queues = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._wakes_at = 0.0
+
+    def add(self, timeout: float, conn: UpstreamConnection, waiter: asyncio.Future[Answer]) -> None:
+        deadline = self.loop.time() + timeout
+        queue = self.queues.get(timeout)
+        if queue is None:
+            queue = self.queues[timeout] = deque()
+        while queue and queue[0][2].done():
+            queue.popleft()
+        queue.append((deadline, conn, waiter))
+        if self._timer is None or deadline < self._wakes_at:
+            self._wake_at(deadline)
+
+    def _wake_at(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wakes_at = when
+        self._timer = self.loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        earliest: float | None = None
+        for queue in self.queues.values():
+            while queue and (queue[0][0] <= now or queue[0][2].done()):
+                _, conn, waiter = queue.popleft()
+                if not waiter.done():
+                    conn.timed_out()
+            if queue and (earliest is None or queue[0][0] < earliest):
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._wake_at(max(earliest, now + TIMEOUT_RESOLUTION))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.queues.clear()
+
+
 class UpstreamPool:
     """Keep-alive connections by upstream address, at most ``limit`` open in all."""
 
@@ -188,6 +247,7 @@ class UpstreamPool:
         self._all: set[UpstreamConnection] = set()
         self._slots: list[asyncio.Future[None]] = []
         self._closing = False
+        self.deadlines = Deadlines(self.loop)
 
     async def acquire(self, address: Address) -> UpstreamConnection:
         while True:
@@ -229,12 +289,11 @@ class UpstreamPool:
         """Send one encoded request and read the whole answer."""
         conn = await self.acquire(address)
         waiter = conn.start(data, head_only=head_only)
-        timer = self.loop.call_later(timeout, conn.timed_out) if timeout else None
+        if timeout:
+            self.deadlines.add(timeout, conn, waiter)
         try:
             return await waiter
         finally:
-            if timer is not None:
-                timer.cancel()
             self.release(conn)
 
     async def open_stream(
@@ -299,5 +358,6 @@ class UpstreamPool:
 
     def close(self) -> None:
         self._closing = True
+        self.deadlines.close()
         for conn in list(self._all):
             conn.close()

@@ -152,3 +152,39 @@ async def test_requests_wait_for_a_slot_under_the_limit() -> None:
         assert most == 1 and limited.open <= 1
     finally:
         limited.close()
+
+
+async def test_timeouts_share_one_timer_and_each_fires_on_its_own_deadline(
+    pool: UpstreamPool,
+) -> None:
+    async def by_path(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            if request.startswith(b"GET /silent"):
+                await reader.read()  # never answers
+                return
+            writer.write(OK)
+
+    def get(path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: up\r\n\r\n".encode()
+
+    async with RawUpstream(by_path) as address:
+        started = time.monotonic()
+        long_wait = asyncio.ensure_future(pool.exchange(address, get("/silent"), timeout=3))
+        await asyncio.sleep(0.05)  # the long deadline is armed first
+        answered = await asyncio.gather(
+            *(pool.exchange(address, get("/ok"), timeout=0.4) for _ in range(20))
+        )
+        assert [a.body for a in answered] == [b"hello"] * 20
+        # A shorter deadline than the one the timer waits for still fires on time.
+        with pytest.raises(UpstreamError) as short:
+            await pool.exchange(address, get("/silent"), timeout=0.4)
+        assert short.value.failure == "timeout"
+        assert 0.4 <= time.monotonic() - started < 2.5
+        assert not long_wait.done()  # its own deadline has not come
+        with pytest.raises(UpstreamError) as long:
+            await long_wait
+        assert long.value.failure == "timeout"
+        assert time.monotonic() - started >= 3
+    # Finished exchanges do not pile up: only what was in flight is left to expire.
+    assert sum(len(q) for q in pool.deadlines.queues.values()) <= 1
