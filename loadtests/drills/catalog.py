@@ -152,11 +152,7 @@ class RolloutDrill(Drill):
         end = (ctx.op_end if ctx.op_end is not None else rows[-1]["t"]) + 1
         during = window(rows, ctx.op_start or 0.0, end)
         allowance = JITTER_ALLOWANCE_MS.get(ctx.runtime.name, 50.0)
-        limit = (
-            max(2 * base.p99_ms, base.p99_ms + allowance)
-            if base.p99_ms is not None
-            else None
-        )
+        limit = max(2 * base.p99_ms, base.p99_ms + allowance) if base.p99_ms is not None else None
         passed = limit is not None and during.p99_ms is not None and during.p99_ms <= limit
         return SLO(
             "p99 during the rollout at most 2x the baseline",
