@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         data = {**{k: (v.__dict__ if isinstance(v, Cost) else v) for k, v in one.items()}, **two}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=2))
     return 0
 
