@@ -4,6 +4,7 @@ bad one (the real drills, which pass, are in test_drills.py)."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -38,9 +39,10 @@ def rows(
     return out
 
 
-def context(**facts: Any) -> DrillContext:
+def context(runtime: str = "local", **facts: Any) -> DrillContext:
     ctx = DrillContext(
-        runtime=None,  # type: ignore[arg-type]  # judging reads no runtime
+        # Judging reads only the runtime's name (its latency allowance).
+        runtime=SimpleNamespace(name=runtime),  # type: ignore[arg-type]
         gateway=GatewayInfo(url="http://127.0.0.1:1", api_key="k"),
         options=DrillOptions(duration=40),
         say=lambda _m: None,
@@ -84,6 +86,27 @@ def test_rolling_passes_and_fails() -> None:
     assert not bad["p99 during the rollout at most 2x the baseline"]
     ctx.facts["rollout_phase"] = "aborted"
     assert not verdicts(drill.judge(ctx, rows(40), fine()))["rollout completed"]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "spike_ms", "kept"),
+    [
+        ("local", 50.0, True),
+        ("local", 210.0, False),
+        ("compose", 210.0, True),
+        ("compose", 300.0, False),
+    ],
+)
+def test_the_latency_allowance_follows_the_runtime(
+    runtime: str, spike_ms: float, kept: bool
+) -> None:
+    """A container start costs more than a process: compose allows baseline + 250 ms of p99
+    during a rollout, local baseline + 50 ms (the baseline here is 10 ms, so 2x is 20 ms)."""
+    drill = Rolling(DrillOptions(duration=40))
+    ctx = context(runtime, rollout_phase="completed")
+    ctx.op_start, ctx.op_end = 12.0, 20.0
+    judged = verdicts(drill.judge(ctx, rows(40, bad={15: (0, spike_ms)}), fine()))
+    assert judged["p99 during the rollout at most 2x the baseline"] is kept
 
 
 def canary_state(rollback_after: float, weight: int) -> dict[str, Any]:
