@@ -53,12 +53,12 @@ class CounterTally(Collector):
         self.created: dict[tuple[str, ...], float] = {}
         registry.register(self)
 
-    def inc(self, labels: tuple[str, ...]) -> None:
+    def inc(self, labels: tuple[str, ...], amount: int = 1) -> None:
         count = self.counts.get(labels)
         if count is None:
             self.created[labels] = time.time()
             count = 0
-        self.counts[labels] = count + 1
+        self.counts[labels] = count + amount
 
     def value(self, labels: tuple[str, ...]) -> int:
         return self.counts.get(labels, 0)

@@ -1,3 +1,4 @@
-"""The meshctl adapter of the compose runtime: ``ComposeRuntime`` drives the stack that
-``infra/docker/compose-up.sh`` starts, through the docker and docker-compose CLIs and the
-ports the stack publishes on 127.0.0.1 (the gateway and Consul)."""
+"""The meshctl adapter of the compose runtime: ``meshctl up`` starts the stack (``stack.py``:
+engine, env files, images, ``docker compose up``, the health wait) and ``ComposeRuntime``
+drives it through the docker and Compose CLIs and the ports the stack publishes on 127.0.0.1
+(the gateway and Consul)."""

@@ -1227,10 +1227,10 @@ class FakeGateway:
         route = ROUTES[service]
         for version, n in shares.items():
             failed = round(n * self.errors.get((service, version), 0.0))
-            metrics.requests.labels(route, service, version, "500").inc(failed)
-            metrics.requests.labels(route, service, version, "200").inc(n - failed)
+            metrics.requests.inc((route, service, version, "500"), failed)
+            metrics.requests.inc((route, service, version, "200"), n - failed)
             for _ in range(n):
-                metrics.latency.labels(route, service, version).observe(0.02)
+                metrics.latency.observe((route, service, version), 0.02)
             key = (service, version)
             self.served[key] = self.served.get(key, 0) + n
 
