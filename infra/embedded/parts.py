@@ -230,6 +230,9 @@ def start_part(
     )
 
 
+PORT_RELEASE_SECONDS = 5.0
+
+
 def restart_part(
     spec: PartSpec,
     record: PartRecord,
@@ -242,8 +245,14 @@ def restart_part(
     if record.source == EXTERNAL:
         raise StartError(f"{spec.name} is external ({spec.env_var}): start it where it runs")
     host, port = probes.host_port(record.address)
-    if port_in_use(port, host):
-        raise StartError(f"{spec.name}: port {port} was taken while it was stopped")
+    # A part SIGKILLed a moment ago may have left a forked child (Redis rewriting its AOF)
+    # that holds the listening socket until it has finished exiting: give it a moment.
+    try:
+        wait_until(
+            lambda: not port_in_use(port, host), timeout=PORT_RELEASE_SECONDS, what="port free"
+        )
+    except TimeoutError:
+        raise StartError(f"{spec.name}: port {port} was taken while it was stopped") from None
     return _launch(spec, record, home, detached=detached, progress=progress)
 
 

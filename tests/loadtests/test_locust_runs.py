@@ -138,9 +138,13 @@ def test_closed_loop_shoppers_with_samples_and_accepted_orders(
     with open(tmp_path / "locust_stats.csv") as f:
         stats = {(r["Type"], r["Name"]): int(r["Request Count"]) for r in csv.DictReader(f)}
     assert stats[("ORDER", "order completion")] == completions
-    assert {name: count for (kind, name), count in stats.items() if kind in ("GET", "POST")} == (
-        dict(totals(samples))
-    )
+    counted = {name: count for (kind, name), count in stats.items() if kind in ("GET", "POST")}
+    sampled = totals(samples)
+    assert set(counted) == set(sampled)
+    # A request still in flight when the time limit stops the users can land in the samples
+    # and miss Locust's final CSV (seen once in CI: 5 orders sampled, 4 in the CSV): at most
+    # one per user, never more.
+    assert all(abs(sampled[name] - counted[name]) <= 4 for name in counted), (counted, sampled)
 
     accepted = [json.loads(line) for line in orders_path.read_text().splitlines()]
     assert len(accepted) == totals(samples)["POST /api/orders"]
