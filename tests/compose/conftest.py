@@ -36,8 +36,8 @@ ORDER = (
     "test_compose_wait",
     "test_compose_stack",
     "test_compose_runtime",
-    "test_compose_console",
     "test_compose_drills",
+    "test_compose_console",
     "test_compose_meshctl",
 )
 PORTS = (
