@@ -10,7 +10,12 @@ target of issue 19. A benchmark whose file is missing is "not measured", never a
 - ``saga.json`` (the saga benchmark): ``{"machine", "measured_at", "latency_vs_load":
   {"peak_rps", "steps": [{"offered", "achieved", "p50_ms", "p99_ms"}], "knee_rps"},
   "replicas": [{"replicas", "steady_rps", "cpu_per_order_ms"}], "targets": {...}}``.
+- ``saga_curves.json`` (``bench_curves``): the saga's latency vs load and throughput vs
+  replicas on the local platform through the gateway; drawn as the saga's curves (its keys
+  ``latency_vs_load``, ``replicas``, ``replica_efficiency`` join the saga's figures).
 - ``console.json`` (``bench_console --json``): figures only.
+- ``memory.json`` (``bench_memory``): the whole local platform's RSS idle and at the saga
+  load, per process, with its two targets.
 
 ``--publish`` also copies the latency-vs-load chart to ``docs/bench/`` for the README (the
 chart carries the date and machine it was measured on).
@@ -37,11 +42,14 @@ matplotlib.use("Agg")  # headless
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 REPORTS = Path("reports") / "bench"
 DOCS = Path("docs") / "bench"
 NOT_MEASURED = "not measured"
 GATEWAY_COLOR, NGINX_COLOR, SAGA_COLOR = "#1f77b4", "#2ca02c", "#d62728"
+# Milliseconds as written (0.5, 2, 300), not as powers of ten, on the log axes.
+_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 
 
 def say(message: str) -> None:
@@ -94,21 +102,39 @@ def machine_line(data: Mapping[str, Any]) -> str:
     """``2026-12-02 on 2 x Intel Xeon ..., load 1.2 (quiet)``: for charts and the README."""
     m = data.get("machine") or {}
     when = str(data.get("measured_at", ""))[:10] or "an unknown date"
-    state = "LOADED machine" if m.get("loaded") else "quiet"
+    # Loaded at the start or at the end: the run shared the machine for part of its time.
+    loads = [m[k] for k in ("load_average_1m_at_start", "load_average_1m") if k in m]
+    loaded = m.get("loaded") or any(load > m.get("cpus", 1) for load in loads)
+    state = "LOADED machine" if loaded else "quiet"
     cpu = m.get("cpu_model") or "unknown CPU"
-    return f"{when} on {m.get('cpus', '?')} x {cpu}, load {m.get('load_average_1m', '?')} ({state})"
+    load = "-".join(f"{x:g}" for x in loads) or "?"
+    return f"{when} on {m.get('cpus', '?')} x {cpu}, load {load} ({state})"
 
 
 # -- reading -----------------------------------------------------------------------------
 def load(folder: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    for name in ("gateway", "saga", "console"):
+    for name in ("gateway", "saga", "console", "memory"):
         path = folder / f"{name}.json"
         if path.exists():
             try:
                 figures[name] = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 say(f"bench-report: {path} is not JSON ({exc}); treated as not measured")
+    curves = folder / "saga_curves.json"
+    if curves.exists():
+        try:
+            data = json.loads(curves.read_text())
+        except json.JSONDecodeError as exc:
+            say(f"bench-report: {curves} is not JSON ({exc}); treated as not measured")
+        else:
+            saga = figures.setdefault("saga", {})
+            for key in ("latency_vs_load", "replicas", "replica_efficiency"):
+                if key in data:
+                    saga[key] = data[key]
+            for key in ("machine", "measured_at", "setup"):
+                saga.setdefault(key, data.get(key))
+            saga["curves"] = {k: data.get(k) for k in ("machine", "measured_at", "setup")}
     return figures
 
 
@@ -135,7 +161,13 @@ def verdicts(figures: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if saga:
         out += _saga_verdicts(saga)
     else:
-        out.append(("saga, memory and their curves", NOT_MEASURED, NOT_MEASURED))
+        out.append(("saga and its curves", NOT_MEASURED, NOT_MEASURED))
+    memory = figures.get("memory")
+    if memory:
+        for target in memory.get("targets", {}).values():
+            out.append((target["name"], target["figure"], "MET" if target["met"] else "MISSED"))
+    else:
+        out.append(("platform memory (make bench-memory)", NOT_MEASURED, NOT_MEASURED))
     return out
 
 
@@ -166,11 +198,14 @@ def _saga_verdicts(saga: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     )
     replicas = saga.get("replicas") or []
+    efficiency = saga.get("replica_efficiency")
     out.append(
         (
             "saga throughput with 1 and 2 replicas",
             ", ".join(f"{r['replicas']}: {r['steady_rps']:.0f}/s" for r in replicas)
-            or NOT_MEASURED,
+            + (f" ({efficiency:.0%} of twice one replica's)" if efficiency is not None else "")
+            if replicas
+            else NOT_MEASURED,
             NOT_MEASURED if not replicas else "MET" if len(replicas) >= 2 else "MISSED",
         )
     )
@@ -182,18 +217,22 @@ def _curve(ax: Axes, curve: Mapping[str, Any], label: str, color: str, row: int 
     steps = curve.get("steps") or []
     x = [s["offered"] for s in steps]
     ax.plot(x, [s["p99_ms"] for s in steps], "-o", color=color, label=f"{label} p99", ms=4)
-    ax.plot(x, [s["p50_ms"] for s in steps], "--", color=color, label=f"{label} p50", alpha=0.8)
+    ax.plot(
+        x, [s["p50_ms"] for s in steps], "--s", color=color, label=f"{label} p50", ms=3, alpha=0.8
+    )
     knee = curve.get("knee_rps")
     if knee:
         ax.axvline(knee, color=color, lw=0.8, ls=":", alpha=0.9)
-        ax.annotate(
-            f"knee {knee:,.0f}/s",
-            (knee, 1),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -12 - 11 * row),
-            textcoords="offset points",
+        # The knee's value goes in a corner, one row per curve: two knees a few hundred
+        # requests/s apart would print their labels over each other beside the lines.
+        ax.text(
+            0.02,
+            0.97 - 0.07 * row,
+            f"{label} knee: {knee:,.0f}/s (dotted line)",
+            transform=ax.transAxes,
             color=color,
             fontsize=8,
+            va="top",
         )
 
 
@@ -204,7 +243,7 @@ def latency_chart(figures: Mapping[str, Any]) -> Figure | None:
     panels = [p for p in ("proxies", "saga") if (curves if p == "proxies" else saga_curve)]
     if not panels:
         return None
-    fig = Figure(figsize=(6.2 * len(panels), 4.2), layout="constrained")
+    fig = Figure(figsize=(6.2 * len(panels), 5.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         if panel == "proxies":
@@ -215,16 +254,23 @@ def latency_chart(figures: Mapping[str, Any]) -> Figure | None:
                 if name in curves:
                     _curve(ax, curves[name], name, color, row)
             ax.set_title(f"Gateway and nginx: latency vs offered load\n{machine_line(gateway)}")
-            ax.set_xlabel("offered requests/s (open loop)")
+            ax.set_xlabel("offered requests/s (open loop; each request timed from its slot)")
         else:
             assert saga is not None
             _curve(ax, saga_curve, "saga POST->terminal", SAGA_COLOR)
-            ax.set_title(f"Saga: latency vs offered orders/s\n{machine_line(saga)}")
-            ax.set_xlabel("offered orders/s (open loop)")
+            ax.set_title(
+                f"Saga: POST->terminal latency vs offered orders/s\n"
+                f"{machine_line(saga.get('curves') or saga)}"
+            )
+            ax.set_xlabel("offered orders/s (open loop through the gateway; timed from the slot)")
         ax.set_ylabel("latency, ms (log)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        # Below the axes: inside, it would cover the low-load end of the curves.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(_PLAIN)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.title.set_fontsize(9)
     return fig
 
@@ -247,7 +293,16 @@ def replicas_chart(saga: Mapping[str, Any] | None) -> Figure | None:
         )
     ax.set_xlabel("replicas of each service")
     ax.set_ylabel("steady terminal orders/s")
-    ax.set_title(f"Saga throughput vs replicas\n{machine_line(saga)}", fontsize=9)
+    efficiency = saga.get("replica_efficiency")
+    plain = (
+        f"2 replicas each give {efficiency:.0%} of twice the 1-replica rate"
+        if efficiency is not None
+        else ""
+    )
+    ax.set_title(
+        f"Saga throughput vs replicas: {plain}\n{machine_line(saga.get('curves') or saga)}",
+        fontsize=9,
+    )
     return fig
 
 
@@ -312,7 +367,22 @@ def page(figures: Mapping[str, Any], checks: list[tuple[str, str, str]], pngs: l
                 f"<h3>{html.escape(name)}: latency vs load (peak {curve['peak_rps']:,.0f}/s)</h3>"
             )
             parts.append(_table(rows, ["offered/s", "achieved/s", "p50 ms", "p99 ms"]))
-    for name in ("saga", "console"):
+    memory = figures.get("memory")
+    if memory:
+        parts.append(
+            f"<h2>Memory of the local platform</h2><p>{html.escape(machine_line(memory))}. "
+            "RSS counts a page shared by two processes twice (the interpreter's libraries); "
+            "PSS splits it between them.</p>"
+        )
+        idle, load = memory.get("idle", {}), memory.get("load", {})
+        rows = [
+            [name, f"{idle[name]:.1f}", f"{load.get(name, 0):.1f}"]
+            for name in sorted(idle, key=lambda n: -idle[n])
+        ]
+        rows.append(["total RSS", f"{memory['idle_rss_mb']:.1f}", f"{memory['load_rss_mb']:.1f}"])
+        rows.append(["total PSS", f"{memory['idle_pss_mb']:.1f}", f"{memory['load_pss_mb']:.1f}"])
+        parts.append(_table(rows, ["process", "idle RSS MB", "at the saga load RSS MB"]))
+    for name in ("saga", "console", "memory"):
         if name not in figures:
             parts.append(f"<h2>{name.capitalize()}</h2><p class='not'>{NOT_MEASURED}</p>")
     parts.append("<h2>All figures (figures.json)</h2><pre>")
