@@ -122,13 +122,17 @@ def gateway_of(home: Path) -> tuple[str, str]:
 def figures_of(run: bench_saga.Run) -> dict[str, float]:
     done = [o for o in run.sent_at if o in run.terminal_at]
     e2e = [run.terminal_at[o] - run.sent_at[o] for o in done]
-    # Terminal orders per second from the first slot to the last terminal event.
-    span = max(run.terminal_at.values(), default=run.started) - run.started
+    # The rate orders came out at: from the first terminal event to the last. With a steady
+    # latency L the orders end over the same span they were offered in (shifted by L), so
+    # this is the offered rate while the platform keeps up, and its capacity when it cannot
+    # (from the first slot instead, a step would be short by its own latency).
+    ends = sorted(run.terminal_at.values())
+    span = ends[-1] - ends[0] if len(ends) > 1 else 0.0
     return {
         "accepted": len(run.sent_at),
         "terminal": len(done),
         "errors": sum(run.errors.values()),
-        "achieved": len(done) / span if span > 0 else 0.0,
+        "achieved": (len(ends) - 1) / span if span > 0 else 0.0,
         "steady_rps": bench_saga._steady_rate(run) or 0.0,
         "p50_ms": bench_saga._percentile(e2e, 0.50) * 1000,
         "p99_ms": bench_saga._percentile(e2e, 0.99) * 1000,
@@ -199,8 +203,9 @@ def run_all(step_seconds: float, peak_orders: int, replica_orders: int) -> dict[
         say("  warming up: 300 orders")
         asyncio.run(measure(home, 300, 200))
         say("== the peak (offered faster than the platform goes)")
-        peak_run = step(home, 2000, peak_orders / 2000, "peak")
-        peak = peak_run["steady_rps"] or peak_run["achieved"]
+        # Offered well past what 2 cores do, not so far that most POSTs are shed (503).
+        peak_run = step(home, 1000, peak_orders / 1000, "peak")
+        peak = peak_run["achieved"]
         say(f"  peak: {peak:.0f} terminal orders/s")
         say("== latency vs offered orders/s")
         steps = [
