@@ -17,8 +17,9 @@ target of issue 19. A benchmark whose file is missing is "not measured", never a
 - ``memory.json`` (``bench_memory``): the whole local platform's RSS idle and at the saga
   load, per process, with its two targets.
 
-``--publish`` also copies the latency-vs-load chart to ``docs/bench/`` for the README (the
-chart carries the date and machine it was measured on).
+``--publish`` also copies the latency-vs-load chart to ``docs/bench/`` and writes it into the
+README between its markers, with the date and machine each panel was measured on (the chart
+carries them too).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 REPORTS = Path("reports") / "bench"
 DOCS = Path("docs") / "bench"
+README = Path("README.md")
+README_START = "<!-- latency-vs-load: make bench-report PUBLISH=1 writes this block -->"
+README_END = "<!-- /latency-vs-load -->"
 NOT_MEASURED = "not measured"
 GATEWAY_COLOR, NGINX_COLOR, SAGA_COLOR = "#1f77b4", "#2ca02c", "#d62728"
 # Milliseconds as written (0.5, 2, 300), not as powers of ten, on the log axes.
@@ -431,8 +435,41 @@ def write(folder: Path, publish: bool = False) -> int:
             return 1
         DOCS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "latency-vs-load.png", DOCS / "latency-vs-load.png")
-        say(f"published {DOCS / 'latency-vs-load.png'}: {machine_line(figures['gateway'])}")
+        caption = chart_caption(figures)
+        say(f"published {DOCS / 'latency-vs-load.png'}: {caption}")
+        if not publish_readme(README, caption):
+            say(f"bench-report: {README} has no {README_START!r} ... {README_END!r} block")
+            return 1
     return 0
+
+
+def chart_caption(figures: Mapping[str, Any]) -> str:
+    """When and where each panel of the chart was measured, for the README."""
+    parts = []
+    if figures.get("gateway"):
+        parts.append(f"gateway and nginx measured {machine_line(figures['gateway'])}")
+    saga = figures.get("saga") or {}
+    if saga.get("latency_vs_load"):
+        parts.append(f"the saga measured {machine_line(saga.get('curves') or saga)}")
+    return "; ".join(parts)
+
+
+def publish_readme(readme: Path, caption: str) -> bool:
+    """Put the chart and its caption between the README's markers; False without them."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    block = (
+        f"{README_START}\n"
+        "![Latency vs offered load: the gateway and nginx, and the saga]"
+        f"({DOCS / 'latency-vs-load.png'})\n\n"
+        f"*{caption[:1].upper() + caption[1:]}. Open loop, each request timed from its slot "
+        "in the schedule; p50 dashed, p99 solid; `make bench` draws it in "
+        "`reports/bench/index.html`, `make bench-report PUBLISH=1` puts it here.*\n"
+    )
+    readme.write_text(text[:start] + block + text[end:])
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

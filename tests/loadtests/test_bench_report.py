@@ -132,3 +132,23 @@ def test_the_memory_figures_give_a_verdict_per_target_and_a_table(
     assert verdicts["platform RSS at the saga load < 600 MB"] == "MISSED"
     page = (tmp_path / "index.html").read_text()
     assert "<td>gateway</td><td>80.0</td><td>90.0</td>" in page and "total PSS" in page
+
+
+def test_publish_puts_the_chart_and_its_machine_in_the_readme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "gateway.json").write_text(json.dumps(gateway_figures(0.83)))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# x\n\n{bench_report.README_START}\nold\n{bench_report.README_END}\n\nrest\n"
+    )
+    monkeypatch.setattr(bench_report, "README", readme)
+    monkeypatch.setattr(bench_report, "DOCS", tmp_path / "docs")
+    assert bench_report.write(tmp_path, publish=True) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("\n\nrest\n")
+    assert f"]({tmp_path / 'docs' / 'latency-vs-load.png'})" in text
+    assert "Gateway and nginx measured 2026-12-02 on 2 x Test CPU" in text
+    assert (tmp_path / "docs" / "latency-vs-load.png").exists()
+    readme.write_text("# no markers\n")
+    assert bench_report.write(tmp_path, publish=True) == 1
