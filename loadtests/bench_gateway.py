@@ -55,6 +55,8 @@ CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0, 1.1, 1.2)
 KEEPS_UP = 0.95
 # ... and while its p99 stays within this many times the lowest p99 of the curve.
 KNEE_P99_RISE = 5.0
+# Answers a curve step aims at (see step_seconds).
+MIN_SAMPLES = 8000
 TARGETS = {"like_for_like": 0.8, "deployed": 0.6, "traced": 0.35, "added_p50_ms": 0.5}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -315,7 +317,10 @@ def open_loop(
     warmup: float,
     headers: dict[str, str],
 ) -> OpenLoop:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds + warmup:g}s", "--latency"]
+    # wrk runs whole seconds: the measured part is what is left after the warm-up.
+    total = max(1, math.ceil(seconds + warmup))
+    seconds = total - warmup
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{total}s", "--latency"]
     for key, value in headers.items():
         argv += ["-H", f"{key}: {value}"]
     argv += ["-s", str(open_loop_script(directory, rate, warmup)), url]
@@ -398,7 +403,7 @@ def latency_curves(
                     url,
                     rate,
                     connections=connections,
-                    seconds=seconds,
+                    seconds=step_seconds(rate, seconds),
                     warmup=warmup,
                     headers=headers,
                 )
@@ -421,6 +426,12 @@ def latency_curves(
             steps.append({**best, "passes": runs[name][share]})
         curves[name] = curve_of(steps, peak)
     return curves
+
+
+def step_seconds(rate: float, seconds: float) -> float:
+    """A low rate's step runs longer, up to 3x, to reach ``MIN_SAMPLES`` answers: its p99 is
+    otherwise the 20th-worst of 2,000 answers, which one stall of the machine decides."""
+    return min(max(seconds, MIN_SAMPLES / rate), 3 * seconds)
 
 
 def curve_of(steps: list[dict[str, Any]], peak: float) -> dict[str, Any]:
