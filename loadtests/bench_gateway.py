@@ -265,8 +265,9 @@ function done(summary, latency, requests)
     end
     return 0
   end
-  io.write(string.format("mesh-open-loop: counted %d unstamped %d p50_us %.1f p99_us %.1f\\n",
-    total, missing, quantile(0.5), quantile(0.99)))
+  io.write(string.format(
+    "mesh-open-loop: counted %d unstamped %d p50_us %.1f p90_us %.1f p99_us %.1f\\n",
+    total, missing, quantile(0.5), quantile(0.9), quantile(0.99)))
 end
 """
     )
@@ -278,6 +279,7 @@ class OpenLoop:
     offered: float
     achieved: float  # answers counted per second after the warm-up
     p50_ms: float
+    p90_ms: float
     p99_ms: float
     counted: int
     wrk_p50_ms: float  # what wrk itself reports (timed from the write), for comparison
@@ -286,7 +288,9 @@ class OpenLoop:
 
 def parse_open_loop(out: str, rate: float, measured_seconds: float) -> OpenLoop:
     match = re.search(
-        r"mesh-open-loop: counted (\d+) unstamped (\d+) p50_us ([\d.]+) p99_us ([\d.]+)", out
+        r"mesh-open-loop: counted (\d+) unstamped (\d+) p50_us ([\d.]+) p90_us ([\d.]+) "
+        r"p99_us ([\d.]+)",
+        out,
     )
     if match is None:
         raise ValueError(f"no mesh-open-loop line in wrk's output: {out[-400:]!r}")
@@ -299,7 +303,8 @@ def parse_open_loop(out: str, rate: float, measured_seconds: float) -> OpenLoop:
         offered=rate,
         achieved=counted / measured_seconds,
         p50_ms=float(match.group(3)) / 1000,
-        p99_ms=float(match.group(4)) / 1000,
+        p90_ms=float(match.group(4)) / 1000,
+        p99_ms=float(match.group(5)) / 1000,
         counted=counted,
         wrk_p50_ms=wrk_p50,
         wrk_p99_ms=wrk_p99,
@@ -412,6 +417,7 @@ def latency_curves(
                         "offered": rate,
                         "achieved": r.achieved,
                         "p50_ms": r.p50_ms,
+                        "p90_ms": r.p90_ms,
                         "p99_ms": r.p99_ms,
                         "samples": r.counted,
                         "wrk_p50_ms": r.wrk_p50_ms,
