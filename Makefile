@@ -116,9 +116,9 @@ drill: install ## Rehearse an operation under load and write a report: NAME=roll
 	$(MESHCTL) drill $(NAME) $(if $(DURATION),--duration $(DURATION)) $(if $(PERSISTENCE),--persistence $(PERSISTENCE))
 
 # -- benchmarks (print figures; never timed unit tests) ---------------------------------------
-.PHONY: bench bench-tools bench-gateway bench-saga bench-console bench-report
+.PHONY: bench bench-tools bench-gateway bench-saga bench-console bench-memory bench-curves bench-report
 
-bench: bench-saga bench-gateway bench-console bench-report ## Run every benchmark, print its figures and a verdict per target, draw reports/bench/index.html
+bench: bench-saga bench-gateway bench-console bench-memory bench-curves bench-report ## Run every benchmark, print its figures and a verdict per target, draw reports/bench/index.html
 
 bench-tools: ## Install wrk and nginx (Debian) for bench-gateway when they are missing
 	@command -v wrk >/dev/null && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } || \
@@ -135,6 +135,14 @@ bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one rep
 bench-console: install browser ## The console's CPU and memory (idle, a browser attached, under load), first paint, what it costs the saga
 	@mkdir -p reports/bench
 	$(BIN)/python -m loadtests.bench_console --json reports/bench/console.json
+
+bench-memory: install ## The whole local platform's RSS (every process make up starts, the console too), idle and at the saga load, per process
+	@mkdir -p reports/bench
+	$(BIN)/python -m loadtests.bench_memory --json reports/bench/memory.json
+
+bench-curves: install ## The saga's POST->terminal latency vs offered orders/s (open loop, through the gateway) and its throughput with 1 and 2 replicas of each service
+	@mkdir -p reports/bench
+	$(BIN)/python -m loadtests.bench_curves --json reports/bench/saga_curves.json
 
 bench-report: install ## Draw reports/bench/index.html (PNG charts, figures.json, a verdict per target) from the benchmarks' figures; PUBLISH=1 copies the chart to docs/bench/
 	$(BIN)/python -m loadtests.bench_report $(if $(PUBLISH),--publish)

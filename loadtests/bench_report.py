@@ -10,10 +10,16 @@ target of issue 19. A benchmark whose file is missing is "not measured", never a
 - ``saga.json`` (the saga benchmark): ``{"machine", "measured_at", "latency_vs_load":
   {"peak_rps", "steps": [{"offered", "achieved", "p50_ms", "p99_ms"}], "knee_rps"},
   "replicas": [{"replicas", "steady_rps", "cpu_per_order_ms"}], "targets": {...}}``.
+- ``saga_curves.json`` (``bench_curves``): the saga's latency vs load and throughput vs
+  replicas on the local platform through the gateway; drawn as the saga's curves (its keys
+  ``latency_vs_load``, ``replicas``, ``replica_efficiency`` join the saga's figures).
 - ``console.json`` (``bench_console --json``): figures only.
+- ``memory.json`` (``bench_memory``): the whole local platform's RSS idle and at the saga
+  load, per process, with its two targets.
 
-``--publish`` also copies the latency-vs-load chart to ``docs/bench/`` for the README (the
-chart carries the date and machine it was measured on).
+``--publish`` also copies the latency-vs-load chart to ``docs/bench/`` and writes it into the
+README between its markers, with the date and machine each panel was measured on (the chart
+carries them too).
 """
 
 from __future__ import annotations
@@ -37,11 +43,17 @@ matplotlib.use("Agg")  # headless
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 REPORTS = Path("reports") / "bench"
 DOCS = Path("docs") / "bench"
+README = Path("README.md")
+README_START = "<!-- latency-vs-load: make bench-report PUBLISH=1 writes this block -->"
+README_END = "<!-- /latency-vs-load -->"
 NOT_MEASURED = "not measured"
 GATEWAY_COLOR, NGINX_COLOR, SAGA_COLOR = "#1f77b4", "#2ca02c", "#d62728"
+# Milliseconds as written (0.5, 2, 300), not as powers of ten, on the log axes.
+_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
 
 
 def say(message: str) -> None:
@@ -94,21 +106,39 @@ def machine_line(data: Mapping[str, Any]) -> str:
     """``2026-12-02 on 2 x Intel Xeon ..., load 1.2 (quiet)``: for charts and the README."""
     m = data.get("machine") or {}
     when = str(data.get("measured_at", ""))[:10] or "an unknown date"
-    state = "LOADED machine" if m.get("loaded") else "quiet"
+    # Loaded at the start or at the end: the run shared the machine for part of its time.
+    loads = [m[k] for k in ("load_average_1m_at_start", "load_average_1m") if k in m]
+    loaded = m.get("loaded") or any(load > m.get("cpus", 1) for load in loads)
+    state = "LOADED machine" if loaded else "quiet"
     cpu = m.get("cpu_model") or "unknown CPU"
-    return f"{when} on {m.get('cpus', '?')} x {cpu}, load {m.get('load_average_1m', '?')} ({state})"
+    load = "-".join(f"{x:g}" for x in loads) or "?"
+    return f"{when} on {m.get('cpus', '?')} x {cpu}, load {load} ({state})"
 
 
 # -- reading -----------------------------------------------------------------------------
 def load(folder: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
-    for name in ("gateway", "saga", "console"):
+    for name in ("gateway", "saga", "console", "memory"):
         path = folder / f"{name}.json"
         if path.exists():
             try:
                 figures[name] = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 say(f"bench-report: {path} is not JSON ({exc}); treated as not measured")
+    curves = folder / "saga_curves.json"
+    if curves.exists():
+        try:
+            data = json.loads(curves.read_text())
+        except json.JSONDecodeError as exc:
+            say(f"bench-report: {curves} is not JSON ({exc}); treated as not measured")
+        else:
+            saga = figures.setdefault("saga", {})
+            for key in ("latency_vs_load", "replicas", "replica_efficiency"):
+                if key in data:
+                    saga[key] = data[key]
+            for key in ("machine", "measured_at", "setup"):
+                saga.setdefault(key, data.get(key))
+            saga["curves"] = {k: data.get(k) for k in ("machine", "measured_at", "setup")}
     return figures
 
 
@@ -135,8 +165,18 @@ def verdicts(figures: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     if saga:
         out += _saga_verdicts(saga)
     else:
-        out.append(("saga, memory and their curves", NOT_MEASURED, NOT_MEASURED))
+        out.append(("saga and its curves", NOT_MEASURED, NOT_MEASURED))
+    memory = figures.get("memory")
+    if memory:
+        for target in memory.get("targets", {}).values():
+            out.append((target["name"], target["figure"], "MET" if target["met"] else "MISSED"))
+    else:
+        out.append(("platform memory (make bench-memory)", NOT_MEASURED, NOT_MEASURED))
     return out
+
+
+def _rate(value: float | None) -> str:
+    return f"{value:,.0f}/s" if value else "none within the range"
 
 
 def _saga_verdicts(saga: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -155,7 +195,7 @@ def _saga_verdicts(saga: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     out.append(
         (
             "saga POST->terminal latency vs load, knee marked",
-            f"{steps} steps, knee {curve.get('knee_rps')}" if curve else NOT_MEASURED,
+            f"{steps} steps, knee {_rate(curve.get('knee_rps'))}" if curve else NOT_MEASURED,
             (
                 NOT_MEASURED
                 if not curve
@@ -166,11 +206,14 @@ def _saga_verdicts(saga: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
     )
     replicas = saga.get("replicas") or []
+    efficiency = saga.get("replica_efficiency")
     out.append(
         (
             "saga throughput with 1 and 2 replicas",
             ", ".join(f"{r['replicas']}: {r['steady_rps']:.0f}/s" for r in replicas)
-            or NOT_MEASURED,
+            + (f" ({efficiency:.0%} of twice one replica's)" if efficiency is not None else "")
+            if replicas
+            else NOT_MEASURED,
             NOT_MEASURED if not replicas else "MET" if len(replicas) >= 2 else "MISSED",
         )
     )
@@ -182,18 +225,22 @@ def _curve(ax: Axes, curve: Mapping[str, Any], label: str, color: str, row: int 
     steps = curve.get("steps") or []
     x = [s["offered"] for s in steps]
     ax.plot(x, [s["p99_ms"] for s in steps], "-o", color=color, label=f"{label} p99", ms=4)
-    ax.plot(x, [s["p50_ms"] for s in steps], "--", color=color, label=f"{label} p50", alpha=0.8)
+    ax.plot(
+        x, [s["p50_ms"] for s in steps], "--s", color=color, label=f"{label} p50", ms=3, alpha=0.8
+    )
     knee = curve.get("knee_rps")
     if knee:
         ax.axvline(knee, color=color, lw=0.8, ls=":", alpha=0.9)
-        ax.annotate(
-            f"knee {knee:,.0f}/s",
-            (knee, 1),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -12 - 11 * row),
-            textcoords="offset points",
+        # The knee's value goes in a corner, one row per curve: two knees a few hundred
+        # requests/s apart would print their labels over each other beside the lines.
+        ax.text(
+            0.02,
+            0.97 - 0.07 * row,
+            f"{label} knee: {knee:,.0f}/s (dotted line)",
+            transform=ax.transAxes,
             color=color,
             fontsize=8,
+            va="top",
         )
 
 
@@ -204,7 +251,7 @@ def latency_chart(figures: Mapping[str, Any]) -> Figure | None:
     panels = [p for p in ("proxies", "saga") if (curves if p == "proxies" else saga_curve)]
     if not panels:
         return None
-    fig = Figure(figsize=(6.2 * len(panels), 4.2), layout="constrained")
+    fig = Figure(figsize=(6.2 * len(panels), 5.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels, strict=True):
         if panel == "proxies":
@@ -215,16 +262,23 @@ def latency_chart(figures: Mapping[str, Any]) -> Figure | None:
                 if name in curves:
                     _curve(ax, curves[name], name, color, row)
             ax.set_title(f"Gateway and nginx: latency vs offered load\n{machine_line(gateway)}")
-            ax.set_xlabel("offered requests/s (open loop)")
+            ax.set_xlabel("offered requests/s (open loop; each request timed from its slot)")
         else:
             assert saga is not None
             _curve(ax, saga_curve, "saga POST->terminal", SAGA_COLOR)
-            ax.set_title(f"Saga: latency vs offered orders/s\n{machine_line(saga)}")
-            ax.set_xlabel("offered orders/s (open loop)")
+            ax.set_title(
+                f"Saga: POST->terminal latency vs offered orders/s\n"
+                f"{machine_line(saga.get('curves') or saga)}"
+            )
+            ax.set_xlabel("offered orders/s (open loop through the gateway; timed from the slot)")
         ax.set_ylabel("latency, ms (log)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        # Below the axes: inside, it would cover the low-load end of the curves.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(_PLAIN)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.title.set_fontsize(9)
     return fig
 
@@ -233,21 +287,40 @@ def replicas_chart(saga: Mapping[str, Any] | None) -> Figure | None:
     rows = (saga or {}).get("replicas") or []
     if not saga or not rows:
         return None
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
-    labels = [str(r["replicas"]) for r in rows]
-    ax.bar(labels, [r["steady_rps"] for r in rows], color=SAGA_COLOR, alpha=0.8)
+    labels = [f"{r['replicas']} of each" for r in rows]
+    rates = [r["steady_rps"] for r in rows]
+    ax.bar(labels, rates, color=SAGA_COLOR, alpha=0.8, width=0.5)
     for i, r in enumerate(rows):
         ax.annotate(
-            f"{r['steady_rps']:.0f}/s\n{r['cpu_per_order_ms']:.2f} ms CPU/order",
+            f"{r['steady_rps']:.0f} orders/s\n{r['cpu_per_order_ms']:.2f} ms CPU/order",
             (i, r["steady_rps"]),
+            xytext=(0, 3),
+            textcoords="offset points",
             ha="center",
             va="bottom",
             fontsize=8,
         )
+    ax.set_ylim(0, max(rates, default=1) * 1.3)  # room for the labels above the bars
     ax.set_xlabel("replicas of each service")
     ax.set_ylabel("steady terminal orders/s")
-    ax.set_title(f"Saga throughput vs replicas\n{machine_line(saga)}", fontsize=9)
+    efficiency = saga.get("replica_efficiency")
+    if efficiency is not None and len(rows) > 1 and rows[0]["steady_rps"]:
+        gain = rows[1]["steady_rps"] / rows[0]["steady_rps"] - 1
+        ax.text(
+            0.5,
+            0.97,
+            f"2 replicas of each: {gain:+.0%} orders/s, {efficiency:.0%} of twice the 1-replica "
+            "rate\n(2 cores: a second replica adds partitions consumed in parallel, not cores)",
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8,
+        )
+    ax.set_title(
+        f"Saga throughput vs replicas\n{machine_line(saga.get('curves') or saga)}", fontsize=9
+    )
     return fig
 
 
@@ -312,7 +385,22 @@ def page(figures: Mapping[str, Any], checks: list[tuple[str, str, str]], pngs: l
                 f"<h3>{html.escape(name)}: latency vs load (peak {curve['peak_rps']:,.0f}/s)</h3>"
             )
             parts.append(_table(rows, ["offered/s", "achieved/s", "p50 ms", "p99 ms"]))
-    for name in ("saga", "console"):
+    memory = figures.get("memory")
+    if memory:
+        parts.append(
+            f"<h2>Memory of the local platform</h2><p>{html.escape(machine_line(memory))}. "
+            "RSS counts a page shared by two processes twice (the interpreter's libraries); "
+            "PSS splits it between them.</p>"
+        )
+        idle, load = memory.get("idle", {}), memory.get("load", {})
+        rows = [
+            [name, f"{idle[name]:.1f}", f"{load.get(name, 0):.1f}"]
+            for name in sorted(idle, key=lambda n: -idle[n])
+        ]
+        rows.append(["total RSS", f"{memory['idle_rss_mb']:.1f}", f"{memory['load_rss_mb']:.1f}"])
+        rows.append(["total PSS", f"{memory['idle_pss_mb']:.1f}", f"{memory['load_pss_mb']:.1f}"])
+        parts.append(_table(rows, ["process", "idle RSS MB", "at the saga load RSS MB"]))
+    for name in ("saga", "console", "memory"):
         if name not in figures:
             parts.append(f"<h2>{name.capitalize()}</h2><p class='not'>{NOT_MEASURED}</p>")
     parts.append("<h2>All figures (figures.json)</h2><pre>")
@@ -347,8 +435,41 @@ def write(folder: Path, publish: bool = False) -> int:
             return 1
         DOCS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / "latency-vs-load.png", DOCS / "latency-vs-load.png")
-        say(f"published {DOCS / 'latency-vs-load.png'}: {machine_line(figures['gateway'])}")
+        caption = chart_caption(figures)
+        say(f"published {DOCS / 'latency-vs-load.png'}: {caption}")
+        if not publish_readme(README, caption):
+            say(f"bench-report: {README} has no {README_START!r} ... {README_END!r} block")
+            return 1
     return 0
+
+
+def chart_caption(figures: Mapping[str, Any]) -> str:
+    """When and where each panel of the chart was measured, for the README."""
+    parts = []
+    if figures.get("gateway"):
+        parts.append(f"gateway and nginx measured {machine_line(figures['gateway'])}")
+    saga = figures.get("saga") or {}
+    if saga.get("latency_vs_load"):
+        parts.append(f"the saga measured {machine_line(saga.get('curves') or saga)}")
+    return "; ".join(parts)
+
+
+def publish_readme(readme: Path, caption: str) -> bool:
+    """Put the chart and its caption between the README's markers; False without them."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    block = (
+        f"{README_START}\n"
+        "![Latency vs offered load: the gateway and nginx, and the saga]"
+        f"({DOCS / 'latency-vs-load.png'})\n\n"
+        f"*{caption[:1].upper() + caption[1:]}. Open loop, each request timed from its slot "
+        "in the schedule; p50 dashed, p99 solid; `make bench` draws it in "
+        "`reports/bench/index.html`, `make bench-report PUBLISH=1` puts it here.*\n"
+    )
+    readme.write_text(text[:start] + block + text[end:])
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,17 @@ import argparse
 
 from aiohttp import web
 
+# ``loadtests.bench_gateway``'s open-loop steps stamp each request with its slot in the
+# schedule; answering it back lets wrk time a request from when it was due (wrk2's way).
+DUE_HEADER = "X-Bench-Due"
 BODY = b'{"sku": "SKU-001", "name": "Benchmark widget", "price": "9.99", "available": 100}'
 
 
 async def answer(request: web.Request) -> web.Response:
-    return web.Response(body=BODY, content_type="application/json")
+    # The open-loop driver's schedule stamp comes back so it can time from the slot (below).
+    due = request.headers.get(DUE_HEADER)
+    headers = {DUE_HEADER: due} if due is not None else None
+    return web.Response(body=BODY, content_type="application/json", headers=headers)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from infra.runtime import Runtime
 from infra.runtime.models import RolloutSpec, check_version
 from loadtests.launch import SHAPES, LoadError, LoadRequest, locust_command
 from services.common.faults import FaultSettings
-from services.common.settings import Duration
+from services.common.units import Duration
 
 STOP_GRACE = 15.0
 CONSOLE_EXPORT = "console.html"  # the console's recorded window, attached by a drill

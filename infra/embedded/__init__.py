@@ -32,13 +32,20 @@ from infra.embedded.parts import (
     restart_part,
     start_part,
 )
-from infra.kafka.admin import ensure_topics
 from infra.local.files import write_json
 from infra.process import StartError, pid_alive, terminate_group, wait_until
 
 __all__ = ["Endpoints", "Infra", "StartError", "mesh_home"]
 
 STATE_FILE = "infra.json"
+
+
+async def _ensure_topics(bootstrap: str) -> list[str]:
+    # Imported here: the supervisor and the console import this module and never create
+    # topics, and aiokafka costs them about 3 MB each.
+    from infra.kafka.admin import ensure_topics
+
+    return await ensure_topics(bootstrap)
 
 
 def mesh_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -207,7 +214,7 @@ class Infra:
             self._started.append(started)
         self._write(records)
         if spec is KAFKA:
-            created = asyncio.run(ensure_topics(started.record.address))
+            created = asyncio.run(_ensure_topics(started.record.address))
             self.progress(f"kafka: created {len(created)} topics")
 
     @staticmethod
@@ -234,7 +241,7 @@ class Infra:
                     self._started.append(started)
                     self._save()
                     if spec is KAFKA:
-                        created = asyncio.run(ensure_topics(started.record.address))
+                        created = asyncio.run(_ensure_topics(started.record.address))
                         if created:
                             self.progress(f"kafka: created {len(created)} topics")
         except BaseException:

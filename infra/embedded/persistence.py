@@ -19,8 +19,6 @@ import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-
 from infra.process import StartError
 
 REDIS_PERSISTENCE_VAR = "MESH_REDIS_PERSISTENCE"
@@ -82,6 +80,8 @@ def live_redis_mode(url: str, timeout: float = 1.0) -> str | None:
     """The persistence a running Redis really has (``CONFIG GET``), in the words above:
     ``always``, ``everysec``, ``off``; ``aof-os-fsync`` (appendfsync no), ``rdb-snapshots``;
     ``None`` when it does not answer or refuses CONFIG."""
+    import redis  # here: the supervisor imports this module and rarely needs the client
+
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         config = client.config_get("appendonly")
@@ -101,6 +101,8 @@ def switch_redis_mode(url: str, mode: str, timeout: float = 30.0) -> None:
     """Change a running Redis's persistence in place (``CONFIG SET``), and return once the
     new mode holds: turning the append-only file on rewrites it from the current data in
     the background, and until that ends a crash would lose it."""
+    import redis
+
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     try:
         if mode == "off":

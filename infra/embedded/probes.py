@@ -11,8 +11,6 @@ import struct
 import urllib.request
 from urllib.parse import urlsplit
 
-import redis
-
 
 def kafka_answers(bootstrap: str, timeout: float = 1.0) -> bool:
     """True when some broker in ``bootstrap`` answers an ApiVersions request without error."""
@@ -50,6 +48,8 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    import redis  # here: the supervisor and the console import this module (9 MB for a PING)
+
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())

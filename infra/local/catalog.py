@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from infra.kafka.topics import TOPICS, consumed_by
 from infra.runtime.models import VERSION_PATTERN
-from services.common.settings import Duration, describe_errors
+from services.common.units import Duration, describe_errors
 
 DEFAULT_PLATFORM = Path(__file__).with_name("platform.toml")
 PLATFORM_VAR = "MESH_PLATFORM_FILE"

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from infra.meshctl.output import CommandError, progress
 from infra.runtime import Runtime
 from infra.runtime.models import RolloutSpec, RolloutStatus
-from services.common.settings import Duration
+from services.common.units import Duration
 
 ACTIONS = ("status", "abort", "promote")
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)

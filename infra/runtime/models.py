@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.common.settings import Duration
+from services.common.units import Duration
 
 VERSION_PATTERN = r"^v\d{1,4}$"
 _VERSION = re.compile(VERSION_PATTERN)

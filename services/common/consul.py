@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import consul
@@ -16,7 +16,11 @@ import consul.aio
 
 from services.common.backoff import Backoff, sleep_unless
 from services.common.net import host_port
-from services.common.settings import ServiceSettings, go_duration
+
+if TYPE_CHECKING:
+    # Only a type here: the console and the supervisor use the watches and the client
+    # without pydantic-settings (about 6 MB each).
+    from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,11 @@ def consul_client(addr: str) -> consul.aio.Consul:
     return consul.aio.Consul(
         host=parts.hostname or "127.0.0.1", port=parts.port or 8500, scheme=parts.scheme or "http"
     )
+
+
+def go_duration(seconds: float) -> str:
+    """Consul wants Go durations; milliseconds keep sub-second settings exact."""
+    return f"{round(seconds * 1000)}ms"
 
 
 class ConsulRegistration:

@@ -13,48 +13,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# Defined apart (no pydantic-settings there) and named here as before.
+from services.common.units import ByteSize, Duration, describe_errors
 
-
-def _parse_duration(value: Any) -> Any:
-    """Accept seconds as a number or a Go-style duration ("500ms", "2s", "1m")."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError("expected seconds or a duration such as 500ms, 2s, 1m")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
-
-
-# Seconds, written in the environment as "2", "2s", "500ms" or "1m".
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
-
-
-_BYTES = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi)?\s*$")
-_UNIT_BYTES = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, None: 1}
-
-
-def _parse_bytes(value: Any) -> Any:
-    """Accept bytes as a number or with a binary unit ("4Mi", "512Ki", "1Gi")."""
-    if isinstance(value, str):
-        match = _BYTES.match(value)
-        if match is None:
-            raise ValueError("expected bytes or a size such as 512Ki, 4Mi, 1Gi")
-        return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
-    return value
-
-
-# Bytes, written in the environment as "4194304", "4Mi", "512Ki" or "1Gi".
-ByteSize = Annotated[int, BeforeValidator(_parse_bytes), Field(ge=0)]
-
-
-def go_duration(seconds: float) -> str:
-    """Consul wants Go durations; milliseconds keep sub-second settings exact."""
-    return f"{round(seconds * 1000)}ms"
+__all__ = ["ByteSize", "Duration", "ServiceSettings", "describe_errors", "load_settings"]
 
 
 class ServiceSettings(BaseSettings):
@@ -192,22 +157,6 @@ def secret_fields(cls: type[BaseSettings]) -> frozenset[str]:
         for name, info in cls.model_fields.items()
         if info.annotation is SecretStr or SecretStr in getattr(info.annotation, "__args__", ())
     )
-
-
-def describe_errors(error: ValidationError, secrets: frozenset[str] = frozenset()) -> str:
-    """One line for all problems: ``PORT: input should be ..., got 'abc'``."""
-    parts = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]) or "settings"
-        message = item["msg"].removeprefix("Value error, ")
-        message = message[:1].lower() + message[1:]
-        if item["type"] == "missing":
-            parts.append(f"{name}: required but not set")
-        elif name in secrets:
-            parts.append(f"{name}: {message}")
-        else:
-            parts.append(f"{name}: {message}, got {item['input']!r}")
-    return "; ".join(parts)
 
 
 def _fail(line: str) -> NoReturn:

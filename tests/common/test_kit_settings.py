@@ -8,7 +8,8 @@ import sys
 import pytest
 from kit_support import ROOT, SAMPLE
 
-from services.common.settings import ServiceSettings, go_duration, load_settings
+from services.common.consul import go_duration
+from services.common.settings import ServiceSettings, load_settings
 
 
 def test_bad_port_stops_the_process_with_one_line_naming_it() -> None:

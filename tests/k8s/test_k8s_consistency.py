@@ -459,7 +459,8 @@ def consul_check_too_hasty(objs: list[Obj]) -> list[str]:
     """An application's Consul check of /readyz must not give up sooner than the kubelet's
     readiness probe of the same /readyz: else a pod Kubernetes finds ready drops out of Consul,
     which the gateway routes by."""
-    from services.common.settings import ServiceSettings, _parse_duration
+    from services.common.settings import ServiceSettings
+    from services.common.units import _parse_duration
 
     default = ServiceSettings.model_fields["CHECK_TIMEOUT"].default
     errors = []

@@ -62,7 +62,8 @@ def test_gateway_only_draws_its_chart_and_says_the_saga_is_not_measured(
     verdicts = states(tmp_path, capsys)
     assert verdicts["gateway like for like >= 0.8 x nginx"] == "MET"
     assert verdicts["gateway and nginx latency vs load, 10%-120% of peak, >= 8 steps"] == "MET"
-    assert verdicts["saga, memory and their curves"] == "not measured"
+    assert verdicts["saga and its curves"] == "not measured"
+    assert verdicts["platform memory (make bench-memory)"] == "not measured"
     assert (tmp_path / "latency-vs-load.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "saga-replicas.png").exists()
     assert json.loads((tmp_path / "figures.json").read_text())["gateway"]["targets"]
@@ -105,3 +106,49 @@ def test_the_saga_figures_give_their_own_verdicts_curve_and_replicas_chart(
     assert figure_of(tmp_path, "saga throughput with 1 and 2 replicas") == "1: 610/s, 2: 650/s"
     assert verdicts["gateway (make bench-gateway)"] == "not measured"
     assert (tmp_path / "saga-replicas.png").exists() and (tmp_path / "latency-vs-load.png").exists()
+
+
+def test_the_memory_figures_give_a_verdict_per_target_and_a_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    memory = {
+        "machine": MACHINE,
+        "measured_at": "2026-12-02T12:00:00+00:00",
+        "idle": {"gateway": 80.0, "redis": 7.5},
+        "load": {"gateway": 90.0, "redis": 30.0},
+        "idle_rss_mb": 87.5,
+        "idle_pss_mb": 60.0,
+        "load_rss_mb": 120.0,
+        "load_pss_mb": 90.0,
+        "targets": {
+            "idle": {"name": "platform RSS idle < 450 MB", "met": True, "figure": "88 MB"},
+            "load": {"name": "platform RSS at the saga load < 600 MB", "met": False, "figure": "x"},
+        },
+    }
+    (tmp_path / "memory.json").write_text(json.dumps(memory))
+    bench_report.write(tmp_path)
+    verdicts = states(tmp_path, capsys)
+    assert verdicts["platform RSS idle < 450 MB"] == "MET"
+    assert verdicts["platform RSS at the saga load < 600 MB"] == "MISSED"
+    page = (tmp_path / "index.html").read_text()
+    assert "<td>gateway</td><td>80.0</td><td>90.0</td>" in page and "total PSS" in page
+
+
+def test_publish_puts_the_chart_and_its_machine_in_the_readme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "gateway.json").write_text(json.dumps(gateway_figures(0.83)))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# x\n\n{bench_report.README_START}\nold\n{bench_report.README_END}\n\nrest\n"
+    )
+    monkeypatch.setattr(bench_report, "README", readme)
+    monkeypatch.setattr(bench_report, "DOCS", tmp_path / "docs")
+    assert bench_report.write(tmp_path, publish=True) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("\n\nrest\n")
+    assert f"]({tmp_path / 'docs' / 'latency-vs-load.png'})" in text
+    assert "Gateway and nginx measured 2026-12-02 on 2 x Test CPU" in text
+    assert (tmp_path / "docs" / "latency-vs-load.png").exists()
+    readme.write_text("# no markers\n")
+    assert bench_report.write(tmp_path, publish=True) == 1
