@@ -47,6 +47,11 @@ DOCKERFILES = {
     "redis": "infra/docker/images/redis/Dockerfile",
     "consul-dev": "infra/docker/images/consul-dev/Dockerfile",
 }
+# lesson-fat-image: orders' venv on a chosen final base (infra/docker/images/orders-fat), and
+# the fat base it builds on: python:3.12 (not slim) where a registry answers, else made locally.
+LESSON_DOCKERFILE = "infra/docker/images/orders-fat/Dockerfile"
+FAT_BASE = "python:3.12"
+LOCAL_FAT_BASE = f"{PREFIX}/base-fat:bookworm"
 PROJECT_IMAGES = ("orders", "inventory", "payments", "notifications", "gateway", "locust")
 STAND_INS = ("tansu", "redis", "consul-dev")
 # The Dockerfiles read the CA bundle from this path of the build context (.dockerignore lets
@@ -188,20 +193,24 @@ def build_args(base: str, environ: Mapping[str, str]) -> tuple[list[str], str]:
     return args, f"pip index: {index or 'PyPI'}" + (f" + {extra}" if extra else "")
 
 
+def _local_base(image: str, kind: str, state_dir: Path, progress: Progress) -> str:
+    if not image_exists(image):
+        # Linux-only by nature (debootstrap, chroot): the machines that cannot pull.
+        progress(f"building the local {kind} base image {image} (debootstrap)")
+        env = {**os.environ, "MESH_HOME": str(state_dir.parent)}
+        done = subprocess.run(
+            ["bash", str(BUILD_BASE), image, kind], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeFailure(lines[-1] if lines else "build-base.sh failed")
+    return image
+
+
 def resolve_base(base: str, state_dir: Path, progress: Progress) -> str:
     """The BASE_IMAGE to build FROM: present, pulled, or (``local``) made by debootstrap."""
-    if base == "local":
-        if not image_exists(LOCAL_BASE):
-            # Linux-only by nature (debootstrap, chroot): the machines that cannot pull.
-            progress(f"building the local base image {LOCAL_BASE} (debootstrap)")
-            env = {**os.environ, "MESH_HOME": str(state_dir.parent)}
-            done = subprocess.run(
-                ["bash", str(BUILD_BASE), LOCAL_BASE], env=env, capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                lines = (done.stderr or done.stdout).strip().splitlines()
-                raise RuntimeFailure(lines[-1] if lines else "build-base.sh failed")
-        return LOCAL_BASE
+    if base in ("local", LOCAL_BASE):
+        return _local_base(LOCAL_BASE, "slim", state_dir, progress)
     if image_exists(base):
         return base
     progress(f"pulling {base}")
@@ -212,6 +221,77 @@ def resolve_base(base: str, state_dir: Path, progress: Progress) -> str:
             "BASE_IMAGE=local builds FROM a local Debian base"
         )
     return base
+
+
+def resolve_fat_base(base: str, state_dir: Path, progress: Progress) -> str:
+    """The fat base beside ``base``: python:3.12 beside python:3.12-slim, the local fat
+    debootstrap base (cached like the slim one) beside the local slim one."""
+    if base in ("local", LOCAL_BASE):
+        return _local_base(LOCAL_FAT_BASE, "fat", state_dir, progress)
+    return resolve_base(FAT_BASE, state_dir, progress)
+
+
+def base_build_seconds(image: str) -> float | None:
+    """How long build-base.sh took to make a local base (its label), if it says."""
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format",
+         '{{index .Config.Labels "mesh.demo/base-build-seconds"}}', image],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    try:
+        return float(done.stdout.strip())
+    except ValueError:
+        return None
+
+
+def build_lesson_image(
+    image: str,
+    *,
+    base: str,
+    final_base: str,
+    state_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress = quiet,
+) -> float:
+    """Build orders' venv on ``final_base`` (lesson-fat-image) as ``image``; the seconds the
+    build took. Its final stage is rebuilt every time (a new stamp), its builder stage is the
+    project images' own (from the layer cache)."""
+    env = dict(os.environ if environ is None else environ)
+    chosen = builder(ensure_engine(state_dir, progress, start=False), env)
+    args, _index = build_args(resolve_base(base, state_dir, progress), env)
+    args += ["--build-arg", f"FINAL_BASE_IMAGE={final_base}"]
+    args += ["--build-arg", f"MESH_BUILD_STAMP={time.time_ns()}"]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = state_dir / f"build-{image.replace('/', '-').replace(':', '-')}.log"
+    return _build_one(image, LESSON_DOCKERFILE, args, chosen, env, log, progress)
+
+
+def _build_one(
+    image: str,
+    dockerfile: str,
+    args: list[str],
+    chosen: Builder,
+    env: Mapping[str, str],
+    log: Path,
+    progress: Progress,
+) -> float:
+    began = time.monotonic()
+    argv = [
+        "docker", "build", "--network", "host", *chosen.flags(), *args,
+        "-f", str(REPO_ROOT / dockerfile), "-t", image, str(REPO_ROOT),
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        done = subprocess.run(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env, **chosen.env()}
+        )
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
+        for line in tail:
+            progress(f"  | {line}")
+        raise RuntimeFailure(f"building {image} failed (full log: {log})")
+    took = time.monotonic() - began
+    progress(f"  {image}  {_size(image)}  ({took:.0f}s)")
+    return took
 
 
 def build(
@@ -237,23 +317,9 @@ def build(
     progress(f"building {len(names)} images ({PREFIX}/*:{image_tag(env)}) FROM {base}")
     progress(f"  {index}; {chosen.why}")
     started = time.monotonic()
-    build_env = {**os.environ, **env, **chosen.env()}
     for name in names:
-        image = image_name(name, env)
         log = state_dir / f"build-{name}.log"
-        began = time.monotonic()
-        argv = [
-            "docker", "build", "--network", "host", *chosen.flags(), *args,
-            "-f", str(REPO_ROOT / DOCKERFILES[name]), "-t", image, str(REPO_ROOT),
-        ]  # fmt: skip
-        with open(log, "w") as out:
-            done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=build_env)
-        if done.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-25:]
-            for line in tail:
-                progress(f"  | {line}")
-            raise RuntimeFailure(f"building {image} failed (full log: {log})")
-        progress(f"  {image}  {_size(image)}  ({time.monotonic() - began:.0f}s)")
+        _build_one(image_name(name, env), DOCKERFILES[name], args, chosen, env, log, progress)
     progress(f"  all images built in {time.monotonic() - started:.0f}s")
 
 

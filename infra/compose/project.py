@@ -31,6 +31,15 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 # Set on the containers of a version started by a rollout (the override files).
 VERSION_LABEL = "mesh.demo/version"
 OVERRIDE_GLOB = "override-*.yml"
+# An override of the infrastructure that meshctl itself puts in place for a while (the
+# persistence lesson runs Redis without its named volume with it); every compose call of
+# the project reads it while it is there.
+INFRA_OVERRIDE = "infra-override.yml"
+# What Redis persists with (infra/redis/<mode>.conf; docker-compose.yml reads the same name).
+REDIS_PERSISTENCE_VAR = "MESH_REDIS_PERSISTENCE"
+REDIS_CONF_MOUNT = "/etc/mesh/redis-persistence.conf"
+# The resources of docker-compose.yml's versions, from infra/versions/ (infra.compose.versions).
+RESOURCES_FILE = "resources.yml"
 APP_PORT = 8080
 
 
@@ -127,6 +136,9 @@ class Container:
     started_at: float | None
     image: str
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Where each mount comes from, by its path in the container: a volume's name (``""``
+    # for an anonymous one: Docker names those by a hash) or a bind mount's host path.
+    mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_inspect(cls, data: Mapping[str, Any]) -> Container:
@@ -142,6 +154,11 @@ class Container:
             for binding in bindings or []:
                 if binding.get("HostPort"):
                     ports.setdefault(port, (binding.get("HostIp") or "", int(binding["HostPort"])))
+        mounts: dict[str, tuple[str, str]] = {}
+        for mount in data.get("Mounts") or []:
+            kind = str(mount.get("Type", ""))
+            where = str(mount.get("Name") or "") if kind == "volume" else str(mount.get("Source"))
+            mounts[str(mount.get("Destination", ""))] = (kind, where)
         health = state.get("Health")
         policy = ((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
         return cls(
@@ -162,6 +179,7 @@ class Container:
             started_at=_timestamp(state.get("StartedAt")),
             image=str(config.get("Image", "")),
             ports=ports,
+            mounts=mounts,
         )
 
     @property
@@ -239,16 +257,43 @@ class ComposeProject:
         env = dict(environ)
         if state.get("MESH_VERSION") and not env.get("MESH_VERSION"):
             env["MESH_VERSION"] = state["MESH_VERSION"]  # the tag its images were built with
+        if state.get(REDIS_PERSISTENCE_VAR):
+            # What Redis runs with (meshctl up, or a switch since): every later compose call
+            # must render the same redis service, whatever this shell says.
+            env[REDIS_PERSISTENCE_VAR] = state[REDIS_PERSISTENCE_VAR]
         return cls(name, tuple(files), env_dir, home / "compose" / name, env)
 
     @property
     def label(self) -> str:
         return f"label={PROJECT_LABEL}={self.name}"
 
+    @property
+    def resources_path(self) -> Path:
+        return self.state_dir / RESOURCES_FILE
+
     def files(self) -> list[Path]:
-        """The base files plus the override of every version a rollout started."""
-        overrides = sorted(self.state_dir.glob(OVERRIDE_GLOB)) if self.state_dir.is_dir() else []
-        return [*self.base_files, *overrides]
+        """The base files, the resources of their versions (once ``up`` wrote them), the
+        infrastructure's override while meshctl has one in place, and the override of every
+        version a rollout started."""
+        if not self.state_dir.is_dir():
+            return list(self.base_files)
+        resources = [self.resources_path] if self.resources_path.is_file() else []
+        infra = self.state_dir / INFRA_OVERRIDE
+        overrides = sorted(self.state_dir.glob(OVERRIDE_GLOB))
+        return [*self.base_files, *resources, *([infra] if infra.is_file() else []), *overrides]
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir.parent / STATE_FILE
+
+    def record(self, key: str, value: str) -> None:
+        """Set one line of ``state.env`` (the others stay as ``meshctl up`` wrote them), and
+        use the value from now on."""
+        lines = self.state_file.read_text().splitlines() if self.state_file.is_file() else []
+        kept = [line for line in lines if not line.startswith(f"{key}=")]
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text("\n".join([*kept, f"{key}={value}"]) + "\n")
+        self.environ[key] = value
 
     def compose_env(self) -> dict[str, str]:
         env = {**os.environ, **self.environ, "MESH_COMPOSE_ENV_DIR": str(self.env_dir)}

@@ -8,6 +8,11 @@
 - ``scale`` is ``compose up -d --no-deps --no-recreate --scale S=N S`` (:mod:`infra.compose.fleet`).
 - ``kill_replica`` is ``docker kill``, then ``docker start``: Docker counts a kill as a manual
   stop, so ``restart: unless-stopped`` does not bring the container back by itself.
+- ``crash_infra`` is ``compose kill -s KILL`` (it stays down: a manual stop, as above),
+  ``start_infra`` is ``compose start``: the same container, so the same name on the project
+  network, the same command and the same volume. Redis's persistence is the file of
+  infra/redis/ its container mounts (``MESH_REDIS_PERSISTENCE``, recorded in state.env);
+  switching it recreates the container (:meth:`ComposeRuntime.set_redis_persistence`).
 - Rollouts run the shared strategies in this process (:mod:`infra.compose.rollouts`); a
   version other than the compose file's runs as ``<service>-<version>`` from a generated
   override (:mod:`infra.compose.versions`).
@@ -28,14 +33,30 @@ from typing import Any
 
 from infra.compose.autoscaler import AutoscalerProcess
 from infra.compose.fleet import ComposeFleet
-from infra.compose.project import ComposeProject, Container, docker, last_line
+from infra.compose.persistence import (
+    WITHOUT_VOLUME,
+    anonymous_data_volume,
+    redis_aof_now,
+    redis_keeps,
+)
+from infra.compose.project import (
+    INFRA_OVERRIDE,
+    REDIS_PERSISTENCE_VAR,
+    TEST_OVERRIDE,
+    ComposeProject,
+    Container,
+    docker,
+    last_line,
+)
 from infra.compose.rollouts import ComposeRollouts
 from infra.compose.stack import ComposeStack
 from infra.compose.target import ComposeTarget
 from infra.embedded import mesh_home
+from infra.embedded.persistence import redis_mode
 from infra.local import promtext
 from infra.local.catalog import CatalogError, Platform, load_platform, platform_path
 from infra.local.signals import group_lag
+from infra.process import StartError
 from infra.runtime.base import PartialStart, Progress, Runtime, RuntimeFailure, quiet
 from infra.runtime.models import (
     AutoscaleStatus,
@@ -80,6 +101,7 @@ class ComposeRuntime(Runtime):
             self.target, self._check_rollout, self.store, self.fleet.prune_versions
         )
         self.autoscaler = AutoscalerProcess(project, self.mesh_home, self.platform)
+        self._anonymous: set[str] = set()  # Redis's anonymous volumes, to remove after use
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, progress: Progress = quiet) -> PlatformStatus:
@@ -224,6 +246,7 @@ class ComposeRuntime(Runtime):
                 "source": f"container {c.name} ({c.image})",
                 "state": state,
                 "healthy": running and c.health in (None, "healthy"),
+                **(redis_keeps(c) if part == "redis" else {}),
             }
         return out
 
@@ -378,6 +401,47 @@ class ComposeRuntime(Runtime):
             raise RuntimeFailure(f"{part} of compose project {self.project.name} is not there")
         self.project.compose("stop", part, what=f"docker-compose stop {part}", timeout=120)
 
+    def crash_infra(self, part: str) -> None:
+        """SIGKILL the part's container (no shutdown, no last write); Docker takes the kill
+        for a manual stop, so it stays down until :meth:`start_infra`."""
+        found = self._part(part)
+        if found is None or found.status != "running":
+            raise RuntimeFailure(f"{part} of compose project {self.project.name} is not running")
+        self.project.compose("kill", "-s", "KILL", part, what=f"compose kill {part}", timeout=60)
+        deadline = time.monotonic() + 10.0
+        while True:
+            current = self._part(part)
+            if current is None or current.status in ("exited", "dead"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"{part} still {current.status} 10s after SIGKILL")
+            time.sleep(0.1)
+
+    def set_redis_persistence(self, mode: str) -> None:
+        """Recreate the Redis container with infra/redis/<mode>.conf, recorded in state.env
+        so every later compose call renders the same service. Turning it on from off first
+        has the running Redis write its append-only file (CONFIG SET, a rewrite from what it
+        holds), so the new container loads what the old one had; turning it off forgets what
+        Redis holds, as off does at any restart."""
+        try:
+            mode = redis_mode({REDIS_PERSISTENCE_VAR: mode})
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        found = self._part("redis")
+        if found is None or found.status != "running":
+            raise RuntimeFailure("redis is not running: start it first")
+        if redis_keeps(found)["persistence"] == mode:
+            return
+        if mode != "off" and redis_keeps(found)["persistence"] == "off":
+            redis_aof_now(found, mode)
+        started = time.monotonic()
+        self.project.record(REDIS_PERSISTENCE_VAR, mode)
+        self.project.compose(
+            "up", "-d", "--no-deps", "--no-build", "--force-recreate", "redis",
+            what="compose up redis", timeout=180,
+        )  # fmt: skip
+        self._wait_part("redis", started, quiet)
+
     def start_infra(self, part: str, progress: Progress = quiet) -> None:
         if self._part(part) is None:
             raise RuntimeFailure(f"{part} of compose project {self.project.name} is not there")
@@ -394,6 +458,9 @@ class ComposeRuntime(Runtime):
             )  # fmt: skip
             took = time.monotonic() - started
             progress(f"kafka-init after {took:.1f}s: {last_line(done.stdout) or 'done'}")
+        self._wait_part(part, started, progress)
+
+    def _wait_part(self, part: str, started: float, progress: Progress) -> None:
         said = ""
         while True:
             current = self._part(part)
@@ -407,6 +474,50 @@ class ComposeRuntime(Runtime):
                 raise RuntimeFailure(f"{part} not healthy {INFRA_WAIT:.0f}s after its start")
             time.sleep(0.5)
         progress(f"{part}: healthy after {time.monotonic() - started:.1f}s")
+
+    # -- the persistence lesson: down then up, with and without Redis's named volume ----------
+    def redis_without_volume(self, without: bool, progress: Progress = quiet) -> None:
+        """``without``: recreate Redis with /data on an anonymous volume (an override that
+        every compose call reads while it is there), as a compose file without the volume
+        lines runs it; the named volume is not touched. Then ``False`` puts Redis back on
+        the named volume (what it held before is there again) and removes the anonymous
+        volumes this runtime made."""
+        override = self.project.state_dir / INFRA_OVERRIDE
+        current = self._part("redis")
+        if current is not None and (name := anonymous_data_volume(current)):
+            self._anonymous.add(name)
+        if without:
+            override.parent.mkdir(parents=True, exist_ok=True)
+            override.write_text(WITHOUT_VOLUME)
+        else:
+            override.unlink(missing_ok=True)
+        started = time.monotonic()
+        self.project.compose(
+            "up", "-d", "--no-deps", "--no-build", "redis", what="compose up redis", timeout=180
+        )
+        self._wait_part("redis", started, progress)
+        if not without:
+            for name in sorted(self._anonymous):
+                docker("volume", "rm", name, what=f"docker volume rm {name[:12]}")
+                progress(f"removed the anonymous volume {name[:12]}")
+            self._anonymous.clear()
+
+    def down_up(self, progress: Progress = quiet) -> float:
+        """``compose down`` (named volumes stay, as without ``-v``) then ``up`` with the same
+        files and settings, until every replica passes again; the seconds it took."""
+        current = self._part("redis")
+        if current is not None and (name := anonymous_data_volume(current)):
+            self._anonymous.add(name)  # down leaves it behind; the next up makes a new one
+        env = {
+            **self.project.environ,
+            "MESH_COMPOSE_PROJECT": self.project.name,
+            "MESH_COMPOSE_INFRA": "local" if TEST_OVERRIDE in self.project.base_files else "images",
+        }
+        stack = ComposeStack(self.mesh_home, env, self.platform)
+        started = time.monotonic()
+        stack.down(progress)
+        stack.up(progress)
+        return time.monotonic() - started
 
     # -- rollouts ------------------------------------------------------------------------------
     def _check_rollout(self, spec: RolloutSpec) -> None:

@@ -15,10 +15,11 @@
 6. ``compose up -d``, then the wait of :mod:`infra.compose.health` and until every replica
    passes its Consul check, so the printed URL answers at once.
 
-Settings (environment): ``MESH_COMPOSE_INFRA`` (auto|images|local), ``MESH_COMPOSE_PROFILES``
-(e.g. ``load``), ``MESH_COMPOSE_SCALE`` (``orders=2 payments=2``), ``MESH_COMPOSE_WAIT``
-(seconds, 300), ``MESH_COMPOSE_PROJECT`` (mesh), ``MESH_BIND_ADDRESS`` and the ``*_PORT``
-variables of docker-compose.yml.
+Settings (environment): ``MESH_REDIS_PERSISTENCE`` (everysec|always|off, as on the local
+runtime: the file of infra/redis/ the redis service starts with), ``MESH_COMPOSE_INFRA``
+(auto|images|local), ``MESH_COMPOSE_PROFILES`` (e.g. ``load``), ``MESH_COMPOSE_SCALE``
+(``orders=2 payments=2``), ``MESH_COMPOSE_WAIT`` (seconds, 300), ``MESH_COMPOSE_PROJECT``
+(mesh), ``MESH_BIND_ADDRESS`` and the ``*_PORT`` variables of docker-compose.yml.
 """
 
 from __future__ import annotations
@@ -41,14 +42,18 @@ from infra.compose.health import wait_up
 from infra.compose.project import (
     COMPOSE_FILE,
     DEFAULT_PROJECT,
+    REDIS_PERSISTENCE_VAR,
     STATE_FILE,
     TEST_OVERRIDE,
     ComposeProject,
     image_tag,
     last_line,
 )
+from infra.compose.versions import Versions
+from infra.embedded.persistence import redis_mode
 from infra.local.catalog import Platform
 from infra.local.versions import VersionError, parse_env_file
+from infra.process import StartError
 from infra.runtime.base import Progress, RuntimeFailure, quiet
 
 INFRA_MODES = ("auto", "images", "local")
@@ -87,6 +92,9 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
 def bind_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the engine's port proxy binds: a port whose last connections are in TIME_WAIT
+        # (right after `down`) is free to listen on; one that something listens on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -136,6 +144,13 @@ class ComposeStack:
             )
         return mode
 
+    def redis_persistence(self) -> str:
+        """The validated MESH_REDIS_PERSISTENCE (everysec by default)."""
+        try:
+            return redis_mode(self.environ)
+        except StartError as exc:
+            raise RuntimeFailure(str(exc)) from None
+
     def profiles(self) -> list[str]:
         return self.environ.get("MESH_COMPOSE_PROFILES", "").split()
 
@@ -162,6 +177,7 @@ class ComposeStack:
         started = time.monotonic()
         mode = self.mode()
         profiles, scale = self.profiles(), self.scale_flags()
+        self.environ[REDIS_PERSISTENCE_VAR] = self.redis_persistence()
         wait = _number(self.environ, "MESH_COMPOSE_WAIT", DEFAULT_WAIT)
         engine = ensure_engine(self.docker_dir, progress)
         cli = compose_cli(self.environ, engine.server, warn=progress)
@@ -181,6 +197,8 @@ class ComposeStack:
         )
 
         self._write_state(infra, profiles)
+        # The limits of infra/versions/, for the versions docker-compose.yml declares.
+        Versions(project, self.platform).write_resources()
         label = "the local stand-ins" if infra == "local" else "the pinned infrastructure images"
         progress(f"compose -p {self.name} up, on {label}")
         self.docker_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +303,7 @@ class ComposeStack:
             f"COMPOSE_PROJECT={self.name}\nCOMPOSE_INFRA={infra}\n"
             f"COMPOSE_ENV_DIR={self.env_dir}\nCOMPOSE_PROFILES={' '.join(profiles)}\n"
             f"MESH_VERSION={image_tag(self.environ)}\n"
+            f"{REDIS_PERSISTENCE_VAR}={self.redis_persistence()}\n"
         )
 
     def _wait_consul(self, project: ComposeProject, deadline: float, progress: Progress) -> None:

@@ -8,6 +8,11 @@
 #
 # Linux only, by nature (debootstrap, chroot): it is for the machines that cannot pull; run by
 # infra/compose/images.py (`--base local`) when the image is missing.
+#
+# `build-base.sh IMAGE fat` makes the *fat* base of lesson-fat-image instead: the chapter's
+# "Mistake 1", a full Debian with the build tools (debootstrap's buildd variant, gcc, git,
+# curl, the Python headers), its apt lists, docs and man pages kept, as `FROM debian` +
+# `apt-get install build-essential ...` leaves them. Cached the same way.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 MESH_HOME="${MESH_HOME:-$REPO_ROOT/.mesh}"
@@ -21,8 +26,18 @@ die() {
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
 IMAGE="${1:-mesh-demo/base:bookworm}"
+KIND="${2:-slim}"
 SUITE=bookworm
 PACKAGES=python3,python3-venv,ca-certificates
+VARIANT=minbase
+case "$KIND" in
+slim) ;;
+fat)
+  VARIANT=buildd
+  PACKAGES="$PACKAGES,build-essential,gcc,python3-dev,git,curl,wget,procps,less,openssh-client"
+  ;;
+*) die "unknown kind $KIND (slim or fat)" ;;
+esac
 
 if image_exists "$IMAGE" && [[ "${MESH_REBUILD_BASE:-0}" != 1 ]]; then
   note "base image $IMAGE exists (MESH_REBUILD_BASE=1 rebuilds it)"
@@ -63,7 +78,7 @@ fi
 mirror="$(debian_mirror)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/mesh-base.XXXXXX")"
 root="$work/rootfs"
-log="$DOCKER_STATE/debootstrap.log"
+log="$DOCKER_STATE/debootstrap-$KIND.log"
 mkdir -p "$DOCKER_STATE"
 cleanup() {
   # debootstrap mounts /proc and /sys in the target while it runs; never delete through them.
@@ -74,16 +89,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "debootstrap $SUITE minbase + $PACKAGES from $mirror (log: ${log#"$REPO_ROOT"/})"
+step "debootstrap $SUITE $VARIANT + $PACKAGES from $mirror (log: ${log#"$REPO_ROOT"/})"
 started=$SECONDS
-if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$root" "$mirror" \
+if ! debootstrap --variant="$VARIANT" --include="$PACKAGES" "$SUITE" "$root" "$mirror" \
   >"$log" 2>&1; then
   die "debootstrap failed: $(grep -E 'E:|W:' "$log" | tail -n1)"
 fi
 note "rootfs ready after $((SECONDS - started))s"
 
 # Slim it down: package caches and lists, docs and man pages nobody reads in a container.
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+# (The fat base keeps them, as the mistake does; only the downloaded .debs go.)
+rm -f "$root"/var/cache/apt/archives/*.deb
+[[ "$KIND" == fat ]] || rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
   "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
   "$root"/usr/share/locale/* \
   "$root"/var/log/*.log "$root"/var/cache/debconf/*-old
@@ -98,6 +115,7 @@ tar --numeric-owner -C "$root" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["/bin/bash"]' \
-  --message "debootstrap --variant=minbase --include=$PACKAGES $SUITE" \
+  --change "LABEL mesh.demo/base-build-seconds=$((SECONDS - started))" \
+  --message "debootstrap --variant=$VARIANT --include=$PACKAGES $SUITE" \
   - "$IMAGE" >/dev/null
 note "$IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}') after $((SECONDS - started))s"

@@ -36,6 +36,7 @@ from infra.k8s.objects import (
     VERSION,
     VERSION_ENV,
     deployment_version,
+    resources_patch,
     selector,
     version_container,
 )
@@ -223,6 +224,7 @@ class Cluster:
             container = version_container(deployment)
         except ValueError as exc:
             raise RuntimeFailure(str(exc)) from None
+        service = (deployment.metadata.labels or {}).get(NAME) or deployment.metadata.name
         patch = {
             "metadata": {
                 "labels": {VERSION: version},
@@ -235,7 +237,11 @@ class Cluster:
                     "metadata": {"annotations": {VERSION: version}},
                     "spec": {
                         "containers": [
-                            {"name": container, "env": [{"name": VERSION_ENV, "value": version}]}
+                            {
+                                "name": container,
+                                "env": [{"name": VERSION_ENV, "value": version}],
+                                "resources": resources_patch(service, version),
+                            }
                         ]
                     },
                 }

@@ -7,6 +7,9 @@ import copy
 import json
 from typing import Any
 
+from infra.local.catalog import DEFAULT_PLATFORM, load_platform
+from infra.runtime.versions import version_resources
+
 NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -66,6 +69,23 @@ def version_container(deployment: Any) -> str:
     return str(containers[0].name)
 
 
+def container_resources(service: str, version: str) -> dict[str, dict[str, str]]:
+    """The container's ``resources`` of ``service`` at ``version``: the version files
+    (``infra/versions/``, what k8s/base/apps/*.yaml must agree with; a test checks)."""
+    versions_dir = load_platform(DEFAULT_PLATFORM).versions_dir
+    return version_resources(versions_dir, service, version).k8s()
+
+
+def resources_patch(service: str, version: str) -> dict[str, dict[str, str | None]]:
+    """A strategic-merge patch of a container's ``resources`` to the version's: what the
+    version does not declare (``LIMITS_MEMORY=none``) is deleted (``None``)."""
+    wanted = container_resources(service, version)
+    return {
+        section: {key: wanted.get(section, {}).get(key) for key in ("cpu", "memory")}
+        for section in ("requests", "limits")
+    }
+
+
 def versioned_deployment(
     stable: dict[str, Any], service: str, version: str, replicas: int
 ) -> dict[str, Any]:
@@ -84,6 +104,7 @@ def versioned_deployment(
     env = [e for e in container.get("env") or [] if e.get("name") != VERSION_ENV]
     # First, so that $(SERVICE_VERSION) in later variables (OTEL_RESOURCE_ATTRIBUTES) resolves.
     container["env"] = [{"name": VERSION_ENV, "value": version}, *env]
+    container["resources"] = container_resources(service, version)
     body_spec: dict[str, Any] = {
         "replicas": replicas,
         "selector": {"matchLabels": {**spec["selector"].get("matchLabels", {}), VERSION: version}},

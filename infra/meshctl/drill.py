@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "name",
         help="autoscale, rolling, bluegreen, canary, canary-bad, kill-replica, "
-        "broker-restart, redis-crash; the lessons lesson-probes, lesson-limits; or list",
+        "broker-restart, redis-crash; the lessons lesson-probes, lesson-limits, "
+        "lesson-fat-image (compose); or list",
     )
     p.add_argument("--runtime", choices=("local", "compose", "k8s"), help="default: RUNTIME")
     p.add_argument(
@@ -56,7 +57,9 @@ def list_drills() -> int:
     for name, drill in DRILLS.items():
         print(f"{name:{width}}  {drill.title} ({drill.default_duration:g}s)")
     for name, lesson in LESSONS.items():
-        print(f"{name:{width}}  [lesson] {lesson.title} (2 x {lesson.half_duration:g}s)")
+        only = getattr(lesson, "runtimes", None)  # a lesson of some runtimes only
+        mark = f"[lesson, {'/'.join(only)} only]" if only else "[lesson]"
+        print(f"{name:{width}}  {mark} {lesson.title} (2 x {lesson.half_duration:g}s)")
     return 0
 
 
@@ -81,6 +84,12 @@ def run(runtime: Runtime, args: argparse.Namespace) -> int:
         if args.service != "orders" or args.version:
             raise CommandError(
                 f"{args.name} runs its own releases of orders: no --service/--version"
+            )
+        only = getattr(LESSONS[args.name], "runtimes", None)
+        if only and runtime.name not in only:
+            raise CommandError(
+                f"{args.name} runs on the {'/'.join(only)} runtime only, not on {runtime.name}: "
+                f"meshctl drill {args.name} --runtime {only[0]}"
             )
         lesson = run_lesson(LESSONS[args.name](options), runtime, folder)
         return 0 if lesson.passed else SLO_FAILED

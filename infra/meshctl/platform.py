@@ -217,7 +217,7 @@ def print_infra(rows: list[dict[str, Any]]) -> None:
                 str(r.get("source", "-")),
                 str(r.get("address", "-")),
                 str(r.get("pid") or "-"),
-                str(r["state"]),
+                str(r.get("state") or "-"),
                 keeps(r),
             )
             for r in rows
@@ -256,6 +256,9 @@ def status(runtime: Runtime, as_json: bool) -> int:
     home = getattr(runtime, "home", None)
     if home is not None:
         print_infra(Infra(home).status())
+    elif state.infra:
+        # Containers or pods: what the runtime says of each part (what Redis keeps too).
+        print_infra([{"name": name, **row} for name, row in state.infra.items()])
     return 0 if infra_ok and services_ok else 1
 
 

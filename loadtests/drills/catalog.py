@@ -1220,9 +1220,314 @@ def _ms_shown(measured: Mapping[str, Any], prefix: str) -> str:
 LESSONS: dict[str, type[Lesson]] = {lesson.name: lesson for lesson in (LessonProbes, LessonLimits)}
 
 
+# -- lesson-fat-image: the same service on a fat base, then on the slim one (compose only) -----
+# Self-contained, like the persistence block below: its imports are here.
+from infra.compose import images as compose_images  # noqa: E402
+from infra.compose.lone import LoneReplica, image_size, installed_packages  # noqa: E402
+
+
+class FatImageHalf(LessonHalf):
+    """Build orders on one base, start it beside the project's replicas under load, measure."""
+
+    name = "lesson-fat-image"
+    title = "Lesson: fat containers"
+    description = "One half of lesson-fat-image: orders built on a base, started under load."
+    min_duration = 20.0
+    # How long the started replica is watched (RSS) once it is ready.
+    watch_s: ClassVar[float] = 8.0
+    _replica: LoneReplica | None = None
+
+    def op_at(self) -> float:
+        return 5.0
+
+    @property
+    def fat_lesson(self) -> LessonFatImage:
+        assert isinstance(self.lesson, LessonFatImage)
+        return self.lesson
+
+    def _compose(self, ctx: DrillContext) -> Any:
+        from infra.compose.runtime import ComposeRuntime
+
+        if not isinstance(ctx.runtime, ComposeRuntime):
+            raise RuntimeFailure(LessonFatImage.only_compose(ctx.runtime.name))
+        return ctx.runtime
+
+    def prepare(self, ctx: DrillContext) -> None:
+        runtime = self._compose(ctx)
+        ensure_replicas(ctx, self.options.service, 1)
+        variant = self.fat_lesson.variants[self.role]
+        ctx.facts["variant"] = variant
+        ctx.facts["operation"] = f"build {self.options.service} on the {variant} base, start it"
+        ctx.facts["image"] = compose_images.image_name(
+            f"{self.options.service}-{variant}-lesson", runtime.project.compose_env()
+        )
+        # The bases before the load: a missing one is made here (debootstrap: minutes), and
+        # cached by the engine as the project's own slim base is.
+        env = runtime.project.compose_env()
+        state_dir = runtime.mesh_home / "docker"
+        base = env.get("BASE_IMAGE", "").strip() or compose_images.DEFAULT_BASE
+        if base != "local" and not compose_images.image_exists(base):
+            base = "local"  # what `meshctl up` falls back to where no registry answers
+        ctx.facts["base"] = compose_images.resolve_base(base, state_dir, ctx.say)
+        ctx.facts["final_base"] = (
+            compose_images.resolve_fat_base(base, state_dir, ctx.say)
+            if variant == "fat"
+            else ctx.facts["base"]
+        )
+        # Built before the load, as a CI builds away from the nodes that serve: on a small
+        # machine a build under load costs the platform its CPU (measured: 10-40 % of the
+        # requests failed while it ran, with either base), which is not this lesson.
+        image, final = ctx.facts["image"], ctx.facts["final_base"]
+        ctx.say(f"  building {image} FROM {final} (before the load)")
+        build_s = compose_images.build_lesson_image(
+            image, base=base, final_base=final, state_dir=state_dir, environ=env
+        )
+        ctx.facts["build_s"] = round(build_s, 1)
+        made = compose_images.base_build_seconds(final)
+        if made is not None:
+            ctx.facts["base_build_s"] = made
+        ctx.facts["image_mb"] = round(image_size(image) / 1e6, 1)
+        ctx.facts["packages"] = installed_packages(image)
+        ctx.say(
+            f"  built in {build_s:.1f}s: {ctx.facts['image_mb']:.0f} MB, "
+            f"{ctx.facts['packages']} packages"
+        )
+
+    def operate(self, ctx: DrillContext) -> None:
+        runtime = self._compose(ctx)
+        image = ctx.facts["image"]
+        service = self.options.service
+        replica = LoneReplica(
+            runtime.fleet,
+            service,
+            image,
+            f"{runtime.project.name}-lesson-{service}-{ctx.facts['variant']}",
+        )
+        ctx.facts["container"] = replica.name
+        self._replica = replica
+        replica.start()
+        ctx.event(f"started {replica.name} ({replica.address})")
+        version = stable_version(ctx, service)
+
+        def ready() -> bool:
+            if replica.state() not in ("created", "running"):
+                raise RuntimeFailure(f"{replica.name} exited before it was ready")
+            return replica.passing(version)
+
+        ctx.wait_until(ready, timeout=120, what=f"{replica.name} passing in Consul")
+        ctx.facts["ready_s"] = round(time.monotonic() - replica.started, 1)
+        ctx.event(f"{replica.name} ready (passing in Consul) after {ctx.facts['ready_s']}s")
+        rss: list[float] = []
+        watched_until = time.monotonic() + self.watch_s
+        while time.monotonic() < watched_until and not ctx.stop.is_set():
+            value = replica.rss_bytes()
+            if value is not None:
+                rss.append(value / MIB)
+                ctx.sample("rss_mb", round(value / MIB, 1))
+            ctx.stop.wait(1.0)
+        if rss:
+            ctx.facts["rss_mb"] = round(max(rss), 1)
+        replica.remove()
+        ctx.event(f"{replica.name} stopped (SIGTERM: drained and deregistered)")
+
+    def restore(self, ctx: DrillContext) -> None:
+        if self._replica is not None:
+            self._replica.remove()
+
+    def measure(
+        self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit
+    ) -> dict[str, float | int | str]:
+        total = window(rows, 0.0, float("inf"))
+        measured: dict[str, float | int | str] = {
+            "variant": str(ctx.facts.get("variant", self.role)),
+            "final_base": str(ctx.facts.get("final_base", "")),
+            "failed_requests": total.failures,
+            "requests": total.requests,
+        }
+        for key in ("image_mb", "packages", "build_s", "base_build_s", "ready_s", "rss_mb"):
+            if isinstance(ctx.facts.get(key), int | float):
+                measured[key] = ctx.facts[key]
+        if total.p99_ms is not None:
+            measured["p99_ms"] = total.p99_ms
+        return measured
+
+
+class LessonFatImage(Lesson):
+    name = "lesson-fat-image"
+    title = "Lesson: fat containers"
+    description = (
+        "Builds orders on a full Debian base with the build tools, then on the slim base (the "
+        "same venv, the same Dockerfile otherwise), each before its run; starts each beside the "
+        "running replicas under the same load, and compares image size, build time, "
+        "start-to-ready, RSS and installed packages."
+    )
+    mistake = (
+        "The mistake: fat containers. An image FROM a full distribution (python:3.12, "
+        "ubuntu, debian with build-essential) ships a compiler, headers, git, curl and "
+        "hundreds of packages the service never runs. It is bigger to build, push, pull "
+        "and keep on every node, and every one of those packages is attack surface a "
+        "scanner reports and an intruder can use (a shell, a compiler, a downloader). Here "
+        "the same orders service, the same venv, is put on the fat base and on the slim "
+        "one, and both are started beside the running replicas under the same load."
+    )
+    runtimes: ClassVar[tuple[str, ...]] = ("compose",)
+    variants: ClassVar[dict[str, str]] = {"wrong": "fat", "right": "slim"}
+    # The contrast the lesson must measure: the fat image this much bigger, with this many
+    # more packages (debootstrap's buildd variant and the build tools: several hundred).
+    min_size_ratio: ClassVar[float] = 1.5
+    min_extra_packages: ClassVar[int] = 50
+    half_duration = 30.0
+
+    @staticmethod
+    def only_compose(runtime: str) -> str:
+        return (
+            f"lesson-fat-image builds and runs Docker images: it runs on the compose runtime "
+            f"only, not on {runtime} (meshctl drill lesson-fat-image --runtime compose)"
+        )
+
+    def half(self, role: Role) -> LessonHalf:
+        return FatImageHalf(self.options, self, role)
+
+    def expect(self, role: Role, measured: Mapping[str, Any]) -> list[SLO]:
+        ready = _number(measured, "ready_s")
+        return [
+            SLO(
+                f"the {measured.get('variant', role)} image built, started and got ready",
+                "passing in Consul",
+                "n/a" if ready is None else f"after {ready:.1f}s",
+                ready is not None and _number(measured, "image_mb") is not None,
+            )
+        ]
+
+    def judge(self, wrong: Mapping[str, Any], right: Mapping[str, Any]) -> list[SLO]:
+        slos = super().judge(wrong, right)
+        fat, slim = wrong.get("summary", {}), right.get("summary", {})
+        fat_mb, slim_mb = _number(fat, "image_mb"), _number(slim, "image_mb")
+        ratio = fat_mb / slim_mb if fat_mb and slim_mb else None
+        slos.append(
+            SLO(
+                "the contrast: the fat image is bigger",
+                f">= {self.min_size_ratio:g} x the slim image",
+                f"{_shown(fat, 'image_mb', ' MB')} vs {_shown(slim, 'image_mb', ' MB')}"
+                + ("" if ratio is None else f" ({ratio:.1f} x)"),
+                ratio is not None and ratio >= self.min_size_ratio,
+            )
+        )
+        fat_n, slim_n = _number(fat, "packages"), _number(slim, "packages")
+        extra = fat_n - slim_n if fat_n is not None and slim_n is not None else None
+        slos.append(
+            SLO(
+                "the contrast: the fat image installs more packages (attack surface)",
+                f">= {self.min_extra_packages} more",
+                f"{_shown(fat, 'packages')} vs {_shown(slim, 'packages')}"
+                + ("" if extra is None else f" ({extra:+.0f})"),
+                extra is not None and extra >= self.min_extra_packages,
+            )
+        )
+        return slos
+
+    def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
+        return [
+            ("final base", "FROM of the image's last stage", lambda m: str(m.get("final_base"))),
+            ("image size", "docker image inspect", lambda m: _shown(m, "image_mb", " MB")),
+            ("packages", "dpkg-query -W (installed)", lambda m: _shown(m, "packages")),
+            (
+                "build",
+                "its last stage (the venv from the layer cache)",
+                lambda m: _shown(m, "build_s", " s", 1),
+            ),
+            (
+                "base image made in",
+                "debootstrap (local bases only)",
+                lambda m: _shown(m, "base_build_s", " s"),
+            ),
+            (
+                "start to ready",
+                "docker run -> passing in Consul (no registry: no pull)",
+                lambda m: _shown(m, "ready_s", " s", 1),
+            ),
+            ("RSS", "the app process, max while watched", lambda m: _shown(m, "rss_mb", " MiB", 1)),
+            (
+                "failed requests",
+                "the whole run (both bases serve)",
+                lambda m: f"{_shown(m, 'failed_requests')} of {_shown(m, 'requests')}",
+            ),
+            ("p99", "the whole run", lambda m: _shown(m, "p99_ms", " ms")),
+        ]
+
+    def charts(self) -> list[Chart]:
+        return [
+            Chart(
+                "rss",
+                "Memory (RSS) of the started replica",
+                "RSS of the app process of the replica started from each image, from the "
+                "moment it is ready (seconds since the run's load started).",
+                "MiB",
+                lambda _row: None,
+                series="rss_mb",
+            ),
+            Chart(
+                "p99",
+                "p99 latency under the same load",
+                "The 99th percentile of the response times of each second, while the replica of "
+                "each image starts and serves beside the running replicas.",
+                "ms (log scale)",
+                lambda row: row.get("p99_ms"),
+                log=True,
+            ),
+        ]
+
+    def fixes(self) -> list[Fix]:
+        service = self.options.service
+        return [
+            Fix(
+                f"services/{service}/Dockerfile: build on a full image, run on a slim one",
+                "dockerfile",
+                "ARG BASE_IMAGE=python:3.12-slim\n"
+                "FROM ${BASE_IMAGE} AS builder\n"
+                "RUN python3 -m venv /opt/venv && /opt/venv/bin/pip wheel ... "
+                "&& /opt/venv/bin/pip install ...\n\n"
+                "# the image: the venv on the slim base, no compiler, no apt-get\n"
+                "FROM ${BASE_IMAGE}\n"
+                "COPY --from=builder /opt/venv /opt/venv\n"
+                "USER 10001:10001\n",
+            ),
+            Fix(
+                "docker-compose.yml: the service builds FROM the slim base",
+                "yaml",
+                _yaml(
+                    {
+                        "services": {
+                            service: {
+                                "build": {
+                                    "context": ".",
+                                    "dockerfile": f"services/{service}/Dockerfile",
+                                    "args": {"BASE_IMAGE": "python:3.12-slim"},
+                                }
+                            }
+                        }
+                    }
+                ),
+            ),
+        ]
+
+
+LESSONS[LessonFatImage.name] = LessonFatImage
+
+
 # -- persistence: a Redis crash (issue 21) ----------------------------------------------------
 # Self-contained: what it imports beyond the top of the file is imported here.
+import json  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+
 from infra.embedded.persistence import FSYNC_WINDOW, REDIS_MODES  # noqa: E402
+from infra.runtime import Runtime  # noqa: E402
+from infra.runtime.models import GatewayInfo  # noqa: E402
+from loadtests.drills.audit import audit_orders  # noqa: E402
+from loadtests.drills.engine import Say  # noqa: E402
+from loadtests.drills.lesson import Contrast  # noqa: E402
 
 
 class RedisCrash(Drill):
@@ -1241,6 +1546,9 @@ class RedisCrash(Drill):
     down_for: ClassVar[float] = 1.0  # seconds Redis stays dead
     resume_within: ClassVar[float] = 15.0  # until the gateway accepts orders again
     terminal_within: ClassVar[float] = 30.0  # after Redis is back, for every accepted order
+    # Until every replica passes its check again (not an SLO: the SLOs judge accepting again
+    # and finishing orders): a container's healthcheck and Consul's take a few rounds.
+    ready_within: ClassVar[float] = 90.0
 
     def prepare(self, ctx: DrillContext) -> None:
         # options.persistence (the persistence lesson runs the drill with off, then
@@ -1249,6 +1557,9 @@ class RedisCrash(Drill):
         if wanted is not None:
             ctx.facts["persistence_before"] = self._mode(ctx)
             ctx.runtime.set_redis_persistence(wanted)
+            # On compose the switch recreates Redis's container: the load starts once every
+            # service has reconnected, so the crash is the only outage measured.
+            ctx.wait_until(lambda: platform_ready(ctx.runtime), self.ready_within, "ready again")
         mode = self._mode(ctx)
         ctx.facts["persistence"] = mode
         ctx.facts["fsync_window_s"] = FSYNC_WINDOW.get(mode, 0.0)
@@ -1270,12 +1581,16 @@ class RedisCrash(Drill):
         ctx.facts["redis_back_at"] = time.time()
         ctx.event("redis answering again at the same address")
 
-        def all_ready() -> bool:
-            state = ctx.runtime.status()
-            gateway_ok = state.gateway is not None and state.gateway.healthy
-            return gateway_ok and all(s.healthy >= s.replicas for s in state.services)
+        waiting: list[str] = []
 
-        ctx.wait_until(all_ready, READY_TIMEOUT, "every service ready again")
+        def ready() -> bool:
+            waiting[:] = not_ready(ctx.runtime)
+            return not waiting
+
+        try:
+            ctx.wait_until(ready, self.ready_within, "every service ready again")
+        except RuntimeFailure as exc:
+            raise RuntimeFailure(f"{exc} (still not ready: {', '.join(waiting)})") from None
         ctx.facts["restarts_after"] = {r.id: r.restarts for r in ctx.runtime.replicas()}
         ctx.event("every service ready again")
 
@@ -1381,6 +1696,20 @@ class RedisCrash(Drill):
         ]
 
 
+def platform_ready(runtime: Runtime) -> bool:
+    """The gateway and every replica of every service healthy."""
+    return not not_ready(runtime)
+
+
+def not_ready(runtime: Runtime) -> list[str]:
+    """What is not healthy yet: the gateway, services as ``name healthy/replicas``."""
+    state = runtime.status()
+    out = [] if state.gateway is not None and state.gateway.healthy else ["the gateway"]
+    return out + [
+        f"{s.name} {s.healthy}/{s.replicas}" for s in state.services if s.healthy < s.replicas
+    ]
+
+
 def crash_losses(
     audit: OrderAudit, ctx: DrillContext, crashed: float, back: float, window: float
 ) -> list[dict[str, Any]]:
@@ -1449,6 +1778,13 @@ class LessonPersistence(Lesson):
     )
     modes: ClassVar[dict[str, str]] = {"wrong": "off", "right": "everysec"}
     half_duration = 30.0
+
+    def contrasts(self, runtime: Runtime, say: Say) -> list[Contrast]:
+        """On compose, also ``docker compose down`` then ``up``, without the named volume
+        and then with it (:func:`volume_contrast`)."""
+        from infra.compose.runtime import ComposeRuntime
+
+        return [volume_contrast(runtime, say)] if isinstance(runtime, ComposeRuntime) else []
 
     def half(self, role: Role) -> LessonHalf:
         options = dataclasses.replace(self.options, persistence=self.modes[role])
@@ -1591,3 +1927,202 @@ class LessonPersistence(Lesson):
 
 
 LESSONS[LessonPersistence.name] = LessonPersistence
+
+
+# -- lesson-persistence on compose: down then up, without and with the named volume ----------
+VOLUME_ORDERS = 20  # orders placed (and finished) before each `down`
+VOLUME_SKU = "SKU-001"
+
+
+def volume_contrast(runtime: Runtime, say: Say) -> Contrast:
+    """``docker compose down`` then ``up``, twice: first with Redis's /data on an anonymous
+    volume (what a compose file without the volume lines gives it: an override, so the
+    session's named volume is not touched), then on the named volume. Before each ``down``,
+    :data:`VOLUME_ORDERS` orders are placed and finished; after ``up``, each is looked up
+    again (404: lost), and the stock of :data:`VOLUME_SKU` is read before and after (the
+    restock may refill it in between, so it is shown, not judged)."""
+    from infra.compose.runtime import ComposeRuntime
+
+    assert isinstance(runtime, ComposeRuntime)
+    events: list[str] = []
+
+    def note(message: str) -> None:
+        events.append(message)
+        say(f"  {message}")
+
+    sides: dict[str, dict[str, Any]] = {}
+    try:
+        for side, without in (("wrong", True), ("right", False)):
+            what = "without the named volume" if without else "with the named volume"
+            note(f"down then up {what}")
+            if without:
+                runtime.redis_without_volume(True, note)
+            elif "wrong" in sides:
+                runtime.redis_without_volume(False, note)
+            sides[side] = _down_up_once(runtime, note)
+    finally:
+        if "right" not in sides:
+            runtime.redis_without_volume(False, note)  # the named volume back, whatever broke
+
+    def kept(m: Mapping[str, Any]) -> str:
+        return f"{m['kept']} of {m['placed']}"
+
+    rows = [
+        {
+            "measure": "orders kept",
+            "how": f"finished before down, found after up ({VOLUME_ORDERS} placed)",
+            "wrong": kept(sides["wrong"]),
+            "right": kept(sides["right"]),
+        },
+        {
+            "measure": "orders lost",
+            "how": "answered 404 after up",
+            "wrong": str(sides["wrong"]["gone"]),
+            "right": str(sides["right"]["gone"]),
+        },
+        {
+            "measure": "payments kept",
+            "how": "found before down -> after up",
+            "wrong": f"{sides['wrong']['payments_before']} -> {sides['wrong']['payments_after']}",
+            "right": f"{sides['right']['payments_before']} -> {sides['right']['payments_after']}",
+        },
+        {
+            "measure": f"stock of {VOLUME_SKU}",
+            "how": "available before down -> after up (a new Redis is seeded with 1000; the "
+            "restock brings it back to 1000 every 30 s, so both may read 1000)",
+            "wrong": f"{sides['wrong']['stock_before']} -> {sides['wrong']['stock_after']}",
+            "right": f"{sides['right']['stock_before']} -> {sides['right']['stock_after']}",
+        },
+        {
+            "measure": "down then up",
+            "how": "seconds until every replica passes again",
+            "wrong": f"{sides['wrong']['seconds']:.0f} s",
+            "right": f"{sides['right']['seconds']:.0f} s",
+        },
+    ]
+    wrong, right = sides["wrong"], sides["right"]
+    slos = [
+        SLO(
+            "without the volume, down then up forgets the orders",
+            "> 0 lost",
+            f"{wrong['gone']} of {wrong['placed']} lost",
+            wrong["placed"] > 0 and wrong["gone"] > 0,
+        ),
+        SLO(
+            "with the named volume, down then up keeps every order",
+            "0 lost, all found",
+            f"{right['kept']} of {right['placed']} kept",
+            right["placed"] > 0 and right["kept"] == right["placed"],
+            f"{right['gone']} lost" if right["gone"] else "",
+        ),
+    ]
+    return Contrast(
+        key="volume",
+        title="docker compose down, then up: without and with the named volume",
+        caption=(
+            "The whole stack removed and created again, as `docker compose down` then `up` "
+            "do. Without a volume line Redis's /data is the anonymous volume of that one "
+            "container, and the next `up` starts from a new, empty one; a named volume "
+            "outlives the containers (only `down -v` removes it)."
+        ),
+        columns=("without the named volume", "with the named volume (redis-data:/data)"),
+        rows=rows,
+        slos=slos,
+        events=events,
+    )
+
+
+def _down_up_once(runtime: Any, note: Callable[[str], None]) -> dict[str, Any]:
+    runtime_ready(runtime)
+    gateway = runtime.gateway()
+    if gateway is None:
+        raise RuntimeFailure("no gateway to place the lesson's orders")
+    ids = [_place_order(gateway) for _ in range(VOLUME_ORDERS)]
+    audit = audit_orders(gateway, ids, time.time() + 60)
+    if audit.lost:
+        raise RuntimeFailure(f"{len(audit.lost)} of the lesson's orders never finished")
+    stock_before = _available(gateway, VOLUME_SKU)
+    payments_before = _payments(gateway, ids)
+    note(
+        f"{len(ids)} orders finished, {payments_before} payments; "
+        f"{VOLUME_SKU} available: {stock_before}"
+    )
+    # The steps of down and up, not every line meshctl up prints (images, waits).
+    steps = ("compose -p", "all healthy")
+    seconds = runtime.down_up(lambda line: note(line) if line.startswith(steps) else None)
+    runtime_ready(runtime)
+    gateway = runtime.gateway()
+    assert gateway is not None
+    found = audit_orders(gateway, ids, time.time() + 20)
+    gone = sum(1 for i in ids if found.unreadable.get(i) == "HTTP 404")
+    stock_after = _available(gateway, VOLUME_SKU)
+    payments_after = _payments(gateway, ids)
+    note(
+        f"after up ({seconds:.0f}s): {len(found.terminal)} of {len(ids)} orders found, "
+        f"{payments_after} payments; {VOLUME_SKU} available: {stock_after}"
+    )
+    return {
+        "payments_before": payments_before,
+        "payments_after": payments_after,
+        "placed": len(ids),
+        "kept": len(found.terminal),
+        "gone": gone,
+        "stock_before": stock_before,
+        "stock_after": stock_after,
+        "seconds": seconds,
+    }
+
+
+def runtime_ready(runtime: Runtime, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not platform_ready(runtime):
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"the platform not ready {timeout:.0f}s after the restart")
+        time.sleep(0.5)
+
+
+def _call(gateway: GatewayInfo, method: str, path: str, body: Any = None) -> Any:
+    """One gateway call, retried while it answers 429/503 or not at all (a stack just up)."""
+    headers = {"X-API-Key": gateway.api_key, "Content-Type": "application/json"}
+    if method == "POST":
+        headers["Idempotency-Key"] = uuid.uuid4().hex  # one per order: a retry creates it once
+    data = None if body is None else json.dumps(body).encode()
+    deadline = time.monotonic() + 30
+    while True:
+        request = urllib.request.Request(
+            gateway.url + path, data=data, headers=headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return json.loads(answer.read().decode())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or time.monotonic() > deadline:
+                raise RuntimeFailure(f"{method} {path}: HTTP {exc.code}") from None
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"{method} {path}: {exc}") from None
+        time.sleep(0.3)
+
+
+def _place_order(gateway: GatewayInfo) -> str:
+    body = {"customer_id": "c-volume-lesson", "items": [{"sku": VOLUME_SKU, "quantity": 1}]}
+    return str(_call(gateway, "POST", "/api/orders", body)["id"])
+
+
+def _payments(gateway: GatewayInfo, ids: list[str]) -> int:
+    """How many of the orders have a payment (a 404 is none: never charged, or forgotten)."""
+    found = 0
+    for order_id in ids:
+        try:
+            _call(gateway, "GET", f"/api/payments/{order_id}")
+        except RuntimeFailure as exc:
+            if "HTTP 404" not in str(exc):
+                raise
+            continue
+        found += 1
+    return found
+
+
+def _available(gateway: GatewayInfo, sku: str) -> int | None:
+    value = _call(gateway, "GET", f"/api/stock/{sku}").get("available")
+    return int(value) if isinstance(value, int) else None

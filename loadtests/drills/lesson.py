@@ -12,6 +12,7 @@ teaches something.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,22 @@ class Chart:
     )
 
 
+@dataclass
+class Contrast:
+    """A second side-by-side a lesson measures after its two halves, outside any load (the
+    persistence lesson on compose: ``down`` then ``up`` without, then with, the named
+    volume). ``rows``: measure, how, and the value of each side under ``wrong``/``right``;
+    its SLOs are the lesson's too."""
+
+    key: str
+    title: str
+    caption: str
+    columns: tuple[str, str]  # what the wrong and the right side are
+    rows: list[dict[str, str]]
+    slos: list[SLO]
+    events: list[str] = field(default_factory=list)
+
+
 class Lesson(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
@@ -104,6 +121,10 @@ class Lesson(ABC):
     @abstractmethod
     def comparison(self) -> list[tuple[str, str, Callable[[Mapping[str, Any]], str]]]:
         """Rows of the side-by-side table: (what, how it is measured, the value of a half)."""
+
+    def contrasts(self, runtime: Runtime, say: Say) -> list[Contrast]:
+        """What the lesson measures after its halves on this runtime (none by default)."""
+        return []
 
     def judge(self, wrong: Mapping[str, Any], right: Mapping[str, Any]) -> list[SLO]:
         """The lesson's verdicts from the two halves' reports."""
@@ -177,7 +198,17 @@ def run_lesson(
             raise RuntimeFailure(f"lesson {lesson.name}, {ROLE_TITLES[role]}: {exc}") from None
         halves[role] = result.report
     slos = lesson.judge(halves["wrong"], halves["right"])
+    try:
+        contrasts = lesson.contrasts(runtime, say)
+    except RuntimeFailure as exc:
+        # Judged, not raised: the report of the two runs is still written.
+        say(f"lesson {lesson.name}, after its runs: {exc}")
+        contrasts = []
+        slos.append(SLO("what the lesson measures after its runs", "no error", str(exc), False))
+    for contrast in contrasts:
+        slos += [dataclasses.replace(s, name=f"{contrast.title}: {s.name}") for s in contrast.slos]
     report = lesson_report(lesson, runtime.name, halves, slos, started)
+    report["contrasts"] = [asdict(c) for c in contrasts]
     from loadtests.drills.lesson_report import write_lesson_report  # matplotlib
 
     html = write_lesson_report(report, folder)

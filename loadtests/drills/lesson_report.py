@@ -165,14 +165,18 @@ def render_lesson_chart(chart: Mapping[str, Any], report: Mapping[str, Any]) -> 
         return figure_outputs(fig, f"lesson-{key}", str(chart.get("title", key)))
 
 
-def _comparison(report: Mapping[str, Any]) -> str:
-    rows = report.get("comparison") or []
+def _comparison(
+    report: Mapping[str, Any],
+    rows: Any = None,
+    labels: tuple[str, str] = (LABELS["wrong"], LABELS["right"]),
+) -> str:
+    rows = report.get("comparison") or [] if rows is None else rows
     if not rows:
         return '<p class="none">Nothing to compare.</p>'
     head = (
         "<tr><th>measure</th><th>how</th>"
-        f'<th><span class="swatch" style="background:{COLORS["wrong"]}"></span>the wrong way</th>'
-        f'<th><span class="swatch" style="background:{COLORS["right"]}"></span>the right way</th>'
+        f'<th><span class="swatch" style="background:{COLORS["wrong"]}"></span>{_e(labels[0])}</th>'
+        f'<th><span class="swatch" style="background:{COLORS["right"]}"></span>{_e(labels[1])}</th>'
         "</tr>"
     )
     body = "\n".join(
@@ -183,6 +187,26 @@ def _comparison(report: Mapping[str, Any]) -> str:
         if isinstance(r, Mapping)
     )
     return f'<table class="side">\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def _contrasts(report: Mapping[str, Any]) -> str:
+    """Each side-by-side measured after the two runs (lesson-persistence on compose)."""
+    parts = []
+    for c in report.get("contrasts") or []:
+        columns = tuple(str(x) for x in c.get("columns") or ("", ""))
+        events = "\n".join(f"<li>{_e(e)}</li>" for e in c.get("events") or [])
+        parts.append(
+            f'<section id="contrast-{_e(c.get("key"))}">\n<h2>{_e(c.get("title"))}</h2>\n'
+            f"<p>{_e(c.get('caption'))}</p>\n"
+            + _comparison(report, c.get("rows") or [], (columns[0], columns[1]))
+            + (
+                f"\n<details><summary>What was done</summary><ol>{events}</ol></details>"
+                if events
+                else ""
+            )
+            + "\n</section>"
+        )
+    return "\n".join(parts)
 
 
 def _runs(report: Mapping[str, Any]) -> str:
@@ -263,6 +287,7 @@ def _page(report: Mapping[str, Any], svgs: list[tuple[Mapping[str, Any], str]]) 
         '<section id="side-by-side">\n<h2>The two runs side by side</h2>',
         _comparison(report),
         "</section>",
+        _contrasts(report),
         charts,
         '<section id="runs">\n<h2>What each run did</h2>',
         _runs(report),

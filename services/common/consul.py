@@ -72,6 +72,7 @@ class ConsulRegistration:
         else:
             check_url = f"http://{host_port(s.advertise_address, s.PORT)}/readyz"
             check = consul.Check.http(check_url, **timing)
+        check["FailuresBeforeCritical"] = s.CHECK_FAILURES_BEFORE_CRITICAL
         return {
             "name": s.SERVICE_NAME,
             "service_id": self.service_id,

@@ -63,6 +63,13 @@ class ServiceSettings(BaseSettings):
     CONSUL_HTTP_ADDR: str = "http://127.0.0.1:8500"
     CHECK_INTERVAL: Duration = 2.0
     CHECK_TIMEOUT: Duration = 1.0
+    # Consecutive failed checks before the registry takes the instance out (Consul's
+    # FailuresBeforeCritical; Kubernetes's readiness failureThreshold defaults to 3 too). At 1,
+    # one check answered late by a busy instance removed it, its siblings then took its load
+    # and timed out in turn, and a spike emptied the pool (503 no_healthy_upstream on every
+    # instance). A dead instance is still skipped at once: the gateway ejects it on refused
+    # connections, and a draining one deregisters itself.
+    CHECK_FAILURES_BEFORE_CRITICAL: Annotated[int, Field(ge=1, le=10)] = 3
     DEREGISTER_CRITICAL_AFTER: Duration = 60.0
     REGISTRATION_REFRESH: Duration = 10.0
 

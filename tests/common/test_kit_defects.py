@@ -101,8 +101,10 @@ async def test_readiness_probe_setting() -> None:
     none = ServiceSettings(SERVICE_NAME="web", PORT=8123, READINESS_PROBE="none")  # type: ignore[call-arg]
     check = ConsulRegistration(None, http).definition()["check"]  # type: ignore[arg-type]
     assert check["http"] == "http://127.0.0.1:8123/readyz"
+    assert check["FailuresBeforeCritical"] == 3  # one late answer must not take it out
     check = ConsulRegistration(None, none).definition()["check"]  # type: ignore[arg-type]
     assert check["tcp"] == "127.0.0.1:8123" and "http" not in check
+    assert check["FailuresBeforeCritical"] == 3
     assert check["DeregisterCriticalServiceAfter"]
 
 

@@ -37,6 +37,7 @@ ORDER = (
     "test_compose_stack",
     "test_compose_runtime",
     "test_compose_drills",
+    "test_compose_lessons",
     "test_compose_console",
     "test_compose_meshctl",
 )

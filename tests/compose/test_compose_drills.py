@@ -82,3 +82,85 @@ def test_autoscale(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
     ups = [d for d in decisions if d["service"] == "orders" and d["desired"] > d["current"]]
     assert ups, "no scale-up decision of orders in the log"
     assert ups[0]["reason"].startswith("scale up") and ups[0]["metrics"][0]["name"] == "in_flight"
+
+
+# -- Redis persistence (issue 21): last, since the runs without persistence (and without the
+# volume) forget the shop's state; each one puts Redis back as it was.
+def redis_persistence(stack: MeshctlStack) -> str:
+    status = stack.meshctl("status", "--json")
+    return str(json.loads(status.stdout)["infra"]["redis"]["persistence"])
+
+
+def test_redis_crash(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
+    """SIGKILL of the Redis container under load (the stack's own everysec on its named
+    volume): the same SLOs as on the local runtime, and nothing lost (a killed process loses
+    nothing the kernel has; the fsync window is what a crash of the machine could lose)."""
+    assert redis_persistence(meshctl_stack) == "everysec"
+    table = meshctl_stack.meshctl("status").stdout
+    volume = f"volume {meshctl_stack.project.name}_redis-data"
+    assert f"append-only file in {volume}, fsync everysec" in table, table
+    before = meshctl_stack.project.container_ids("redis")
+    report = drill(meshctl_stack, tmp_path, "redis-crash", "20s")
+    summary = report["summary"]
+    assert summary["persistence"] == "everysec" and summary["orders_accepted"] > 30
+    assert summary["orders_lost"] == 0 and report["lost"] == []
+    messages = [e["message"] for e in report["operation"]["events"]]
+    assert "redis killed with SIGKILL (persistence everysec)" in messages
+    assert "redis answering again at the same address" in messages
+    # The same container started again: same name, command and volume.
+    assert meshctl_stack.project.container_ids("redis") == before
+
+
+def test_redis_crash_without_persistence_fails(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
+    out = tmp_path / "redis-crash-off"
+    done = meshctl_stack.meshctl(
+        "drill", "redis-crash", "--duration", "20s", "--persistence", "off", "--out", str(out),
+        timeout=DRILL_TIMEOUT,
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert done.returncode == 3 and not report["passed"], done.stderr[-3000:]
+    verdicts = {s["name"]: s["passed"] for s in report["slos"]}
+    assert verdicts == {
+        "no order lost from before the fsync window (off)": False,
+        "the shop accepts orders again by itself": True,
+        "orders accepted after the restart all reach a final state": True,
+        "no replica restarted": True,
+    }, report["slos"]
+    lost = report["lost"]
+    assert len(lost) == report["summary"]["orders_lost"] > 0
+    assert {row["why"] for row in lost} == {
+        "gone: the gateway answers 404 (no such order any more)"
+    }
+    assert redis_persistence(meshctl_stack) == "everysec", "the drill switched it back"
+
+
+@pytest.mark.timeout(900)
+def test_lesson_persistence(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
+    """The crash with persistence off, then everysec; then `down` and `up` without the named
+    volume (Redis's /data on an anonymous volume, by an override) and with it."""
+    out = tmp_path / "lesson-persistence"
+    done = meshctl_stack.meshctl(
+        "drill", "lesson-persistence", "--duration", "20s", "--out", str(out), timeout=840
+    )
+    assert (out / "report.json").exists(), f"no report: {done.stderr[-4000:]}"
+    report = json.loads((out / "report.json").read_text())
+    failed = [s for s in report["slos"] if not s["passed"]]
+    assert done.returncode == 0 and report["passed"], f"{failed}\n{done.stderr[-4000:]}"
+    wrong, right = (report["halves"][r]["summary"] for r in ("wrong", "right"))
+    assert (wrong["persistence"], right["persistence"]) == ("off", "everysec")
+    assert wrong["orders_lost_outside_window"] > 0 and right["orders_lost"] == 0
+    (volume,) = report["contrasts"]
+    rows = {r["measure"]: r for r in volume["rows"]}
+    assert rows["orders kept"]["wrong"] == "0 of 20" and rows["orders kept"]["right"] == "20 of 20"
+    before, after = rows["payments kept"]["right"].split(" -> ")
+    assert before == after != "0", rows["payments kept"]
+    assert rows["payments kept"]["wrong"].endswith("-> 0"), rows["payments kept"]
+    page = (out / "report.html").read_text()
+    assert '<section id="contrast-volume">' in page and "redis-data:/data" in page
+    # The stack is as before: Redis on its named volume, everysec, no anonymous volume left.
+    redis = meshctl_stack.runtime.status().infra["redis"]
+    assert redis["persistence"] == "everysec"
+    assert redis["data"] == f"volume {meshctl_stack.project.name}_redis-data"
+    assert not (
+        meshctl_stack.home / "compose" / meshctl_stack.project.name / "infra-override.yml"
+    ).exists()

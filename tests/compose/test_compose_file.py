@@ -324,7 +324,11 @@ def builder_stage(path: Path) -> str:
 
 
 def test_builder_stage_is_shared_by_every_dockerfile() -> None:
-    stages = {name: builder_stage(path) for name, path in PROJECT_DOCKERFILES.items()}
+    # lesson-fat-image's orders too: its venv must be the slim image's, from the same cache.
+    fat = ROOT / "infra/docker/images/orders-fat/Dockerfile"
+    stages = {
+        name: builder_stage(path) for name, path in {**PROJECT_DOCKERFILES, "fat": fat}.items()
+    }
     reference = stages["orders"]
     assert [name for name, stage in stages.items() if stage != reference] == []
 
@@ -350,3 +354,75 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert "*" in lines, "exclude everything, then allow what the images copy"
     for allowed in ("!pyproject.toml", "!services/", "!gateway/", "!infra/", "!loadtests/"):
         assert allowed in lines
+
+
+# -- Redis persistence (issue 21) -------------------------------------------------------------
+def test_redis_persistence_is_a_file_the_setting_names(services: dict[str, dict[str, Any]]) -> None:
+    """MESH_REDIS_PERSISTENCE (the local runtime's setting) names the file of infra/redis/ the
+    redis service starts with; the append-only file is on the named volume."""
+    from infra.compose.project import REDIS_CONF_MOUNT
+    from infra.embedded.persistence import REDIS_MODES
+
+    redis = services["redis"]
+    conf = f"./infra/redis/${{MESH_REDIS_PERSISTENCE:-everysec}}.conf:{REDIS_CONF_MOUNT}:ro"
+    assert redis["volumes"] == ["redis-data:/data", conf]
+    assert redis["command"][:2] == ["redis-server", REDIS_CONF_MOUNT]
+    test_redis = load(ROOT / "docker-compose.test.yml")["services"]["redis"]
+    assert test_redis["command"][:2] == ["redis-server", REDIS_CONF_MOUNT]
+    for mode in REDIS_MODES:
+        lines = (ROOT / "infra" / "redis" / f"{mode}.conf").read_text().splitlines()
+        settings = [line for line in lines if line and not line.startswith("#")]
+        assert 'save ""' in settings, mode  # no RDB snapshot: `down` keeps nothing when off
+        if mode == "off":
+            assert "appendonly no" in settings
+        else:
+            assert settings[-2:] == ["appendonly yes", f"appendfsync {mode}"]
+
+
+def test_redis_keeps_is_read_from_the_container() -> None:
+    from infra.compose.persistence import redis_keeps
+    from infra.compose.project import REDIS_CONF_MOUNT, Container
+
+    def container(conf: str, data: dict[str, str]) -> Container:
+        mounts = [
+            {
+                "Type": "bind",
+                "Source": f"/repo/infra/redis/{conf}",
+                "Destination": REDIS_CONF_MOUNT,
+            },
+            {**data, "Destination": "/data"},
+        ]
+        return Container.from_inspect({"Id": "x", "Name": "/p-redis-1", "Mounts": mounts})
+
+    named = {"Type": "volume", "Name": "meshpersist_redis-data"}
+    anonymous = {"Type": "volume", "Name": "a" * 64}
+    assert redis_keeps(container("everysec.conf", named)) == {
+        "persistence": "everysec",
+        "data": "volume meshpersist_redis-data",
+    }
+    assert redis_keeps(container("always.conf", anonymous))["data"] == "an anonymous volume"
+    assert redis_keeps(container("off.conf", named)) == {"persistence": "off"}
+
+
+def test_the_recorded_persistence_wins_over_the_shell(tmp_path: Path) -> None:
+    """What Redis runs with is in state.env (meshctl up, or a switch since): every later
+    compose call renders the redis service with it, whatever the shell says."""
+    from infra.compose.project import ComposeProject
+
+    home = tmp_path / "mesh"
+    (home / "compose").mkdir(parents=True)
+    (home / "compose" / "state.env").write_text(
+        "COMPOSE_PROJECT=p1\nCOMPOSE_INFRA=local\nMESH_REDIS_PERSISTENCE=everysec\n"
+    )
+    shell = {"MESH_REDIS_PERSISTENCE": "off"}
+    project = ComposeProject.from_state(home, shell)
+    assert project.environ["MESH_REDIS_PERSISTENCE"] == "everysec"
+    project.record("MESH_REDIS_PERSISTENCE", "always")
+    again = ComposeProject.from_state(home, shell)
+    assert again.environ["MESH_REDIS_PERSISTENCE"] == "always"
+    assert (again.name, again.base_files[-1].name) == ("p1", "docker-compose.test.yml")
+    # An infrastructure override in the project's folder is read by every call while there.
+    assert (project.state_dir / "infra-override.yml") not in project.files()
+    project.state_dir.mkdir(parents=True)
+    (project.state_dir / "infra-override.yml").write_text("services: {}\n")
+    assert project.files()[2] == project.state_dir / "infra-override.yml"

@@ -154,6 +154,40 @@ def test_status_has_the_design_shape(healthy: MeshctlStack) -> None:
     assert set(printed["infra"]) == {"kafka", "redis", "consul"}
 
 
+def test_containers_run_with_the_limits_of_the_version_files(healthy: MeshctlStack) -> None:
+    """What the engine really applies (docker inspect's HostConfig) is infra/versions/'s:
+    defaults.env for docker-compose.yml's versions, gateway-v1.env's whole core, and the
+    version file of a version a rollout starts (orders v5: 128Mi)."""
+    mib = 2**20
+
+    def limits(compose_service: str) -> list[tuple[int, int, int, int]]:
+        return [
+            (
+                c["HostConfig"]["Memory"],
+                c["HostConfig"]["MemoryReservation"],
+                c["HostConfig"]["NanoCpus"],
+                c["HostConfig"]["CpuShares"],
+            )
+            for c in healthy.project.inspect(compose_service)
+        ]
+
+    # CpuShares 0: docker's default weight (compose does not write the CPU request).
+    assert limits("orders") == [(256 * mib, 128 * mib, 500_000_000, 0)]
+    assert limits("gateway") == [(256 * mib, 128 * mib, 1_000_000_000, 0)]
+    fleet = healthy.runtime.fleet
+    fleet.set_version_replicas("orders", "v5", 1)
+    try:
+        assert limits("orders-v5") == [(128 * mib, 128 * mib, 500_000_000, 0)]
+    finally:
+        fleet.set_version_replicas("orders", "v5", 0)
+        wait_for(
+            lambda: not [c for c in fleet.version_containers("orders", "v5") if c.alive],
+            timeout=60,
+            what="orders v5 stopped",
+        )
+        fleet.prune_versions("orders")
+
+
 def test_logs_of_a_service_and_an_unknown_name(
     healthy: MeshctlStack, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -89,11 +89,18 @@ class Target:
 
     def __init__(self) -> None:
         self.status = 200
+        self.failing = 0  # the next this many probes answer 500, then self.status again
+        self.probes = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def _handle(self, request: web.Request) -> web.Response:
-        return web.Response(status=self.status, text=f"answering {self.status}")
+        self.probes += 1
+        status = self.status
+        if self.failing > 0:
+            self.failing -= 1
+            status = 500
+        return web.Response(status=status, text=f"answering {status}")
 
     @property
     def url(self) -> str:
@@ -190,6 +197,47 @@ async def test_http_check_follows_target_status(
     await wait_status(aio_client, name, check_id, "warning")
     target.status = 200
     await wait_status(aio_client, name, check_id, "passing")
+
+
+async def test_failures_before_critical_rides_out_slow_answers(
+    aio_client: consul.aio.Consul, target: Target, cleanup_services: list[str]
+) -> None:
+    """The check the services register (FailuresBeforeCritical 3): two failed probes in a row
+    leave the instance passing and routed; the third takes it out."""
+    name = unique("busy")
+    service_id = f"{name}-1"
+    cleanup_services.append(service_id)
+    check = {**consul.Check.http(target.url, "200ms", timeout="1s"), "FailuresBeforeCritical": 3}
+    await aio_client.agent.service.register(
+        name, service_id=service_id, address="127.0.0.1", port=target.port, check=check
+    )
+    check_id = f"service:{service_id}"
+    await wait_status(aio_client, name, check_id, "passing")
+
+    target.failing = 2
+    seen: set[str] = set()
+
+    async def rode_out() -> bool:
+        found = await check_of(aio_client, name, check_id)
+        seen.add(found["Status"] if found else "gone")
+        return target.failing == 0 and target.probes > 0
+
+    await eventually(rode_out, what="two failed probes answered")
+    base = target.probes
+    await eventually(lambda: _after(target, base + 2), what="two more probes")
+    found = await check_of(aio_client, name, check_id)
+    assert found is not None and found["Status"] == "passing" and seen == {"passing"}, seen
+
+    target.status = 500
+    failing_from = target.probes
+    await wait_status(aio_client, name, check_id, "critical")
+    assert target.probes - failing_from >= 3
+    _, nodes = await aio_client.health.service(name, passing=True)
+    assert nodes == []
+
+
+async def _after(target: Target, probes: int) -> bool:
+    return target.probes >= probes
 
 
 async def test_http_check_against_closed_port_is_critical(

@@ -9,7 +9,7 @@ from typing import Any
 
 from drill_support import Outline
 
-from loadtests.drills.catalog import LessonLimits, LessonProbes
+from loadtests.drills.catalog import LessonFatImage, LessonLimits, LessonProbes
 from loadtests.drills.engine import DrillOptions
 from loadtests.drills.lesson import lesson_report
 from loadtests.drills.lesson_report import write_lesson_report
@@ -159,3 +159,83 @@ def test_the_lesson_report_opens_with_the_mistake_and_ends_with_the_fix(tmp_path
     sides = {row["measure"]: row for row in report["comparison"]}
     assert sides["memory limit"]["wrong"] == "none" and sides["memory limit"]["right"] == "128Mi"
     assert "OOMKilled" in sides["OOM kills / restarts"]["right"]
+
+
+def test_a_contrast_after_the_runs_is_a_table_of_its_own(tmp_path: Path) -> None:
+    """lesson-persistence on compose: `down` then `up` without and with the named volume,
+    beside the two runs, before the charts; the fix stays last."""
+    from dataclasses import asdict
+
+    from loadtests.drills.catalog import LessonPersistence
+    from loadtests.drills.engine import SLO
+    from loadtests.drills.lesson import Contrast
+
+    lesson = LessonPersistence(DrillOptions())
+    wrong, right = half({"redis_crashed": 1}), half({"redis_crashed": 1})
+    report = lesson_report(lesson, "compose", {"wrong": wrong, "right": right}, [], 0.0)
+    contrast = Contrast(
+        key="volume",
+        title="down, then up",
+        caption="without <a> volume",
+        columns=("without the named volume", "with the named volume"),
+        rows=[{"measure": "orders kept", "how": "found", "wrong": "0 of 20", "right": "20 of 20"}],
+        slos=[SLO("kept", "20", "20", True)],
+        events=["down then up without the named volume"],
+    )
+    report["contrasts"] = [asdict(contrast)]
+    page = write_lesson_report(report, tmp_path).read_text()
+    outline = Outline()
+    outline.feed(page)
+    assert outline.ids.index("side-by-side") < outline.ids.index("contrast-volume")
+    assert outline.ids[-1] == "fix"
+    assert "without &lt;a&gt; volume" in page and "20 of 20" in page
+    assert "redis-data:/data" in page  # the volume lines as the user writes them
+
+
+FAT = {"variant": "fat", "image_mb": 690.0, "packages": 402, "ready_s": 4.1, "build_s": 9.0}
+SLIM = {"variant": "slim", "image_mb": 230.0, "packages": 110, "ready_s": 3.9, "build_s": 6.0}
+
+
+def test_fat_image_passes_only_on_a_measured_contrast(tmp_path: Path) -> None:
+    lesson = LessonFatImage(DrillOptions())
+    assert failed(lesson.judge(half(FAT), half(SLIM))) == []
+    # The slim image in both halves: no contrast, the lesson FAILS (meshctl exits 3).
+    assert failed(lesson.judge(half({**SLIM, "variant": "fat"}), half(SLIM))) == [
+        "the contrast: the fat image is bigger",
+        "the contrast: the fat image installs more packages (attack surface)",
+    ]
+    # Bigger but not more packages (a fat layer of data, not of tools): still no lesson.
+    assert failed(lesson.judge(half({**FAT, "packages": 120}), half(SLIM))) == [
+        "the contrast: the fat image installs more packages (attack surface)"
+    ]
+    # A half whose image never got ready fails too.
+    assert "the wrong way: the fat image built, started and got ready" in failed(
+        lesson.judge(half({**FAT, "ready_s": None}), half(SLIM))
+    )
+    wrong, right = half(FAT), half(SLIM)
+    wrong["series"] = {"rss_mb": [[12.0, 80.5], [13.0, 81.0]]}
+    right["series"] = {"rss_mb": [[11.0, 79.0], [12.0, 79.5]]}
+    report = lesson_report(lesson, "compose", {"wrong": wrong, "right": right}, [], 0.0)
+    html_path = write_lesson_report(report, tmp_path)
+    outline = Outline()
+    outline.feed(html_path.read_text())
+    assert outline.ids[0] == "mistake" and outline.ids[-1] == "fix", outline.ids
+    assert outline.svgs == len(report["charts"]) == 2
+    sides = {row["measure"]: row for row in report["comparison"]}
+    assert (sides["image size"]["wrong"], sides["image size"]["right"]) == ("690 MB", "230 MB")
+    assert (sides["packages"]["wrong"], sides["packages"]["right"]) == ("402", "110")
+    fixes = "\n".join(f["text"] for f in report["fixes"])
+    assert "COPY --from=builder /opt/venv /opt/venv" in fixes and "python:3.12-slim" in fixes
+
+
+def test_fat_image_on_another_runtime_says_it_is_compose_only(tmp_path: Path) -> None:
+    import os
+
+    from drill_support import meshctl
+
+    env = {**os.environ, "MESH_HOME": str(tmp_path)}
+    done = meshctl(env, "drill", "lesson-fat-image", "--runtime", "local", timeout=60)
+    assert done.returncode == 1
+    assert "runs on the compose runtime only, not on local" in done.stderr
+    listed = meshctl(env, "drill", "list", timeout=60).stdout
+    assert "lesson-fat-image    [lesson, compose only]" in listed

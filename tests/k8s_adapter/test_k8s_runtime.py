@@ -8,6 +8,7 @@ from fake_kube_api import FakeApiServer, FakeCluster
 from kubernetes import client
 
 from infra.k8s.cluster import KILL_CONTAINER
+from infra.k8s.objects import versioned_deployment
 from infra.k8s.runtime import K8sRuntime
 from infra.runtime.base import RuntimeFailure
 from infra.runtime.models import RolloutSpec
@@ -150,6 +151,28 @@ def test_scale_with_keda_raises_the_scaled_objects_floor(registry: str) -> None:
             assert api.cluster.hpas["keda-hpa-orders"]["spec"]["minReplicas"] == 3
 
 
+def test_a_rollout_gives_the_pods_the_resources_of_the_version_file(
+    api: FakeApiServer, runtime: K8sRuntime
+) -> None:
+    """orders v4 (LIMITS_MEMORY=none): the memory limit is deleted, not kept from v1; the
+    versioned Deployment (a canary's, a green's) gets its version's resources too (v5: 128Mi)."""
+
+    def resources(name: str) -> dict:
+        return dict(api.cluster.deployments[name]["spec"]["template"]["spec"]["containers"][0]
+                    .get("resources") or {})  # fmt: skip
+
+    runtime.rollout(RolloutSpec(service="orders", version="v4"))
+    assert runtime.wait_rollout("orders", timeout=10, interval=0.01).phase == "completed"
+    assert resources("orders") == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "500m"},
+    }
+    stable = api.cluster.deployments["orders"]
+    versioned = versioned_deployment(stable, "orders", "v5", 1)
+    [container] = versioned["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "128Mi"}
+
+
 def test_rolling_rollout_follows_rollout_status_until_done(
     api: FakeApiServer, runtime: K8sRuntime
 ) -> None:
@@ -160,7 +183,15 @@ def test_rolling_rollout_follows_rollout_status_until_done(
     assert kind == "application/strategic-merge-patch+json"
     assert isinstance(body, dict)
     container = body["spec"]["template"]["spec"]["containers"][0]
-    assert container == {"name": "app", "env": [{"name": "SERVICE_VERSION", "value": "v2"}]}
+    assert container == {
+        "name": "app",
+        "env": [{"name": "SERVICE_VERSION", "value": "v2"}],
+        # The version files' resources (defaults.env: orders v2 has no file).
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+    }
     deployment = api.cluster.deployments["orders"]
     env = {
         e["name"]: e.get("value")

@@ -109,3 +109,47 @@ def test_the_shipped_versions_and_defaults() -> None:
     assert version_env(SHIPPED, "orders", "v4")["LEAK_BYTES_PER_REQUEST"]
     assert version_env(SHIPPED, "orders", "v6")["READINESS_PROBE"] == "none"
     assert version_env(SHIPPED, "orders", "v7")["READINESS_PROBE"] == "http"
+
+
+# -- one source of truth: what the manifests and docker-compose.yml write by hand ------------
+APPS = ("gateway", "orders", "inventory", "payments", "notifications")
+REPO = SHIPPED.parents[1]
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_k8s_manifests_declare_the_resources_of_the_version_files(service: str) -> None:
+    """k8s/base/apps/*.yaml are plain manifests (kubectl apply -k works without meshctl), so
+    they repeat v1's resources; this fails the moment they disagree with infra/versions/."""
+    import yaml
+
+    docs = list(
+        yaml.safe_load_all((REPO / "k8s" / "base" / "apps" / f"{service}.yaml").read_text())
+    )
+    [deployment] = [d for d in docs if d and d.get("kind") == "Deployment"]
+    [container] = [
+        c
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        if any(e.get("name") == "SERVICE_VERSION" for e in c.get("env") or [])
+    ]
+    version = next(e["value"] for e in container["env"] if e["name"] == "SERVICE_VERSION")
+    declared = {
+        section: {key: str(value) for key, value in values.items()}
+        for section, values in container["resources"].items()
+    }
+    assert declared == version_resources(SHIPPED, service, version).k8s(), (
+        f"k8s/base/apps/{service}.yaml: resources differ from infra/versions/ "
+        f"(defaults.env, {service}-{version}.env)"
+    )
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_docker_compose_yml_declares_the_limits_of_the_version_files(service: str) -> None:
+    """docker-compose.yml keeps mem_limit/cpus for `docker compose up` by hand; meshctl up
+    writes the version files' (resources.yml over it). Both must say the same."""
+    import yaml
+
+    definition = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"][service]
+    version = definition["environment"]["SERVICE_VERSION"]
+    wanted = version_resources(SHIPPED, service, version).compose()
+    assert str(definition["mem_limit"]) == wanted["mem_limit"]
+    assert float(definition["cpus"]) == wanted["cpus"]
