@@ -51,6 +51,7 @@ async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
             base_ejection=settings.GATEWAY_EJECT_BASE,
             max_ejection=settings.GATEWAY_EJECT_MAX,
             max_ejected_percent=settings.GATEWAY_MAX_EJECTED_PERCENT,
+            panic_threshold_percent=settings.GATEWAY_PANIC_THRESHOLD_PERCENT,
         ),
     )
     registry = app[METRICS].registry

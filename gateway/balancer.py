@@ -4,7 +4,7 @@ Per routed service the gateway keeps one :class:`Pool` of the instances Consul r
 passing. A request picks a version first (``X-Mesh-Version`` pin, else the traffic weights by
 smooth weighted round-robin, so 90/10 means exactly 9 in 10), then an instance of that version
 (least outstanding requests, or round-robin), skipping instances that passive outlier
-detection has ejected.
+detection has ejected -- unless so few are left that the pool is in panic (below).
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class OutlierPolicy:
     max_ejection: float = 30.0
     # Never eject more than this share of a pool (at least one instance may always go).
     max_ejected_percent: int = 50
+    # Envoy's healthy panic threshold: when fewer than this share of a pool's instances are
+    # not ejected, route to all of them. Ejecting a lone instance that answers slowly under a
+    # spike only turns slow answers into 503s for every request (and the backoff doubles).
+    panic_threshold_percent: int = 50
 
 
 @dataclass(eq=False)
@@ -108,6 +112,7 @@ class Pool:
         self._ordered_from: dict[str, Instance] | None = None
         self._versions = _VersionPicker()
         self._rr = 0
+        self.panics = 0  # choices made in panic, ejections ignored
 
     def replace(self, found: Iterable[tuple[str, str, int, str]]) -> None:
         """Set the instance list from discovery, keeping the state of instances that stay."""
@@ -136,7 +141,12 @@ class Pool:
         if self._ordered_from is not self.instances:
             self._ordered = sorted(self.instances.values(), key=lambda i: i.id)
             self._ordered_from = self.instances
-        usable = [i for i in self._ordered if i.ejected_until <= now and i.id not in exclude]
+        usable = [i for i in self._ordered if i.ejected_until <= now]
+        if len(usable) * 100 < self.policy.panic_threshold_percent * len(self._ordered):
+            usable = self._ordered
+            self.panics += 1
+        if exclude:
+            usable = [i for i in usable if i.id not in exclude]
         if pinned is not None:
             usable = [i for i in usable if i.version == pinned]
         elif weights:

@@ -184,6 +184,11 @@ class DiscoveryCollector(Collector):
             "Instances currently ejected.",
             labels=("upstream",),
         )
+        panics = CounterMetricFamily(
+            "gateway_upstream_panic",
+            "Instances chosen while too few were left un-ejected (ejections ignored).",
+            labels=("upstream",),
+        )
         weights = GaugeMetricFamily(
             "gateway_traffic_weight",
             "Traffic weight per version from Consul KV (absent: no preference).",
@@ -193,8 +198,10 @@ class DiscoveryCollector(Collector):
             for version, count in sorted(pool.versions().items()):
                 instances.add_metric((name, version), count)
             ejected.add_metric((name,), len(pool.ejected_ids()))
+            panics.add_metric((name,), pool.panics)
             for version, weight in sorted((self.discovery.weights.get(name) or {}).items()):
                 weights.add_metric((name, version), weight)
         yield instances
         yield ejected
+        yield panics
         yield weights

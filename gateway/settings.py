@@ -34,6 +34,7 @@ class GatewaySettings(ServiceSettings):
     GATEWAY_EJECT_BASE: Duration = 1.0
     GATEWAY_EJECT_MAX: Duration = 30.0
     GATEWAY_MAX_EJECTED_PERCENT: Annotated[int, Field(ge=0, le=100)] = 50
+    GATEWAY_PANIC_THRESHOLD_PERCENT: Annotated[int, Field(ge=0, le=100)] = 50
 
     # Token bucket per API key, in Redis (shared by every gateway replica). 0 turns it off.
     GATEWAY_RATE_LIMIT_RPS: Annotated[float, Field(ge=0.0)] = 500.0

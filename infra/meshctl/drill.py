@@ -79,6 +79,7 @@ def run(runtime: Runtime, args: argparse.Namespace) -> int:
         version=args.version,
         out=folder,
         persistence=args.persistence,
+        runtime=runtime.name,
     )
     if args.name in LESSONS:
         if args.service != "orders" or args.version:

@@ -43,6 +43,8 @@ class DrillOptions:
     # redis-crash: the Redis persistence to rehearse (switched for the drill and back after);
     # None: whatever the platform runs with.
     persistence: str | None = None
+    # The runtime the drill runs on: a few drills size their load to it (autoscale on compose).
+    runtime: str = "local"
 
 
 @dataclass

@@ -72,7 +72,7 @@ def test_broker_restart(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
 def test_autoscale(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
     """The local runtime's HPA loop, in the compose autoscaler's process: the spike makes it
     add orders replicas, and every decision is in its log, in the local format."""
-    report = drill(meshctl_stack, tmp_path, "autoscale", "40s")
+    report = drill(meshctl_stack, tmp_path, "autoscale", "60s")
     replicas = [sum(row["replicas"].get("orders", {}).values()) for row in report["timeline"]]
     assert min(replicas) == 1 and max(replicas) > 1
     state = meshctl_stack.runtime.autoscale(None)

@@ -172,3 +172,12 @@ def test_broker_restart_orders_terminal_within_a_minute(
     audit.finished_at = {"a": 1005.0, "b": 1020.0 + finished_after}
     result = verdicts(drill.judge(ctx, rows(35), audit))
     assert result["accepted orders terminal within 60 s after the broker is back"] is passed
+
+
+def test_autoscale_spike_is_sized_to_the_runtime() -> None:
+    """Compose's containers get half a core each: its spike is the one its box carries."""
+    local = Autoscale(DrillOptions(duration=40)).plan()
+    compose = Autoscale(DrillOptions(duration=40, runtime="compose")).plan()
+    assert (local.rate, local.spike_rate) == (10, 60)
+    assert (compose.rate, compose.spike_rate) == (10, 25)
+    assert "25" in compose.describe() and "60" in local.describe()

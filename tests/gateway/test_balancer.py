@@ -120,6 +120,31 @@ def test_never_ejects_the_whole_pool() -> None:
     assert pool.choose() is pool.instances["i1"]
 
 
+def test_a_pool_in_panic_routes_to_its_ejected_instances() -> None:
+    """Envoy's healthy panic threshold: a lone instance ejected for slow answers keeps
+    getting traffic (a slow answer beats a 503), and so does a pool mostly ejected."""
+    policy = OutlierPolicy(consecutive_failures=1)
+    lone = pool_of("v1", policy=policy)
+    assert lone.end(lone.instances["i0"], ok=False)
+    assert lone.ejected_ids() == ["i0"]
+    assert lone.choose() is lone.instances["i0"] and lone.panics == 1
+    assert lone.choose(exclude={"i0"}) is None  # a retry still never goes back to it
+
+    strict = pool_of("v1", policy=OutlierPolicy(consecutive_failures=1, panic_threshold_percent=0))
+    assert strict.end(strict.instances["i0"], ok=False)
+    assert strict.choose() is None and strict.panics == 0
+
+    unbounded = OutlierPolicy(consecutive_failures=1, max_ejected_percent=100)
+    most = pool_of("v1", "v1", "v1", "v1", policy=unbounded)
+    for i in ("i0", "i1"):
+        assert most.end(most.instances[i], ok=False)
+    # Half left: no panic, the ejected two are skipped.
+    assert {most.choose().id for _ in range(8)} == {"i2", "i3"}  # type: ignore[union-attr]
+    assert most.end(most.instances["i2"], ok=False)
+    assert {most.choose().id for _ in range(8)} == {"i0", "i1", "i2", "i3"}  # type: ignore[union-attr]
+    assert most.panics == 8
+
+
 def test_replace_keeps_state_of_instances_that_stay() -> None:
     pool = pool_of("v1", "v1")
     pool.begin(pool.instances["i0"])
