@@ -43,7 +43,7 @@ class DrillOptions:
     # redis-crash: the Redis persistence to rehearse (switched for the drill and back after);
     # None: whatever the platform runs with.
     persistence: str | None = None
-    # The runtime the drill runs on: a few drills size their load to it (autoscale on compose).
+    # The runtime the drill runs on: autoscale sizes its spike to it (compose: half-core caps).
     runtime: str = "local"
 
 
