@@ -139,6 +139,10 @@ class Container:
     # Where each mount comes from, by its path in the container: a volume's name (``""``
     # for an anonymous one: Docker names those by a hash) or a bind mount's host path.
     mounts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Its limits as the engine applies them (0: none), and whether its last exit was an OOM kill.
+    memory_limit: int = 0
+    nano_cpus: int = 0
+    oom_killed: bool = False
 
     @classmethod
     def from_inspect(cls, data: Mapping[str, Any]) -> Container:
@@ -160,7 +164,8 @@ class Container:
             where = str(mount.get("Name") or "") if kind == "volume" else str(mount.get("Source"))
             mounts[str(mount.get("Destination", ""))] = (kind, where)
         health = state.get("Health")
-        policy = ((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+        host = data.get("HostConfig") or {}
+        policy = (host.get("RestartPolicy") or {}).get("Name") or "no"
         return cls(
             id=str(data["Id"]),
             name=str(data["Name"]).lstrip("/"),
@@ -180,6 +185,9 @@ class Container:
             image=str(config.get("Image", "")),
             ports=ports,
             mounts=mounts,
+            memory_limit=int(host.get("Memory") or 0),
+            nano_cpus=int(host.get("NanoCpus") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
         )
 
     @property

@@ -51,6 +51,7 @@ from infra.compose.project import (
 from infra.compose.rollouts import ComposeRollouts
 from infra.compose.stack import ComposeStack
 from infra.compose.target import ComposeTarget
+from infra.compose.usage import OomCounter, container_rss
 from infra.embedded import mesh_home
 from infra.embedded.persistence import redis_mode
 from infra.local import promtext
@@ -102,6 +103,7 @@ class ComposeRuntime(Runtime):
         )
         self.autoscaler = AutoscalerProcess(project, self.mesh_home, self.platform)
         self._anonymous: set[str] = set()  # Redis's anonymous volumes, to remove after use
+        self._oom = OomCounter()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self, progress: Progress = quiet) -> PlatformStatus:
@@ -285,6 +287,11 @@ class ComposeRuntime(Runtime):
             passing=passing,
             last_exit=c.exit_code if c.status != "running" else None,
             log=f"docker logs {c.name}",
+            last_reason=_last_reason(c),
+            oom_kills=self._oom.kills(c.id, c.oom_killed, c.restarts),
+            rss_bytes=container_rss(c.id, c.pid) if c.status == "running" else None,
+            memory_limit_bytes=c.memory_limit or None,
+            cpu_limit_millicores=c.nano_cpus // 1_000_000 or None,
         )
 
     def replicas(self, service: str | None = None) -> list[ReplicaInfo]:
@@ -542,3 +549,13 @@ class ComposeRuntime(Runtime):
 
     def rollout_promote(self, service: str) -> RolloutStatus:
         return self.rollouts.promote(service)
+
+
+def _last_reason(c: Container) -> str | None:
+    """Why its last run ended, as Kubernetes says it. A running container restarted for
+    another reason has no trace of it left (the engine resets the exit code): None."""
+    if c.oom_killed:
+        return "OOMKilled"
+    if c.status in ("exited", "dead", "restarting"):
+        return "Completed" if c.exit_code == 0 else "Error"
+    return None

@@ -2,8 +2,10 @@
 on a real engine, judged on the same SLOs as on the local runtime (tests/drills/
 test_lessons.py). lesson-probes rolls orders to the slow-warming release without a readiness
 check (v6: the compose healthcheck and the Consul check see only the port) and then with one
-(v7); lesson-fat-image builds orders on the fat and on the slim base and starts both beside
-the replicas. Short durations; in ORDER after the drills, before meshctl down."""
+(v7); lesson-limits runs the leaking release beside v1 without a memory limit (v4), then with
+the engine's (v5: ``mem_limit``, the kernel's OOM killer); lesson-fat-image builds orders on
+the fat and on the slim base and starts both beside the replicas. Short durations; in ORDER
+after the drills, before meshctl down."""
 
 from __future__ import annotations
 
@@ -69,6 +71,23 @@ def test_lesson_probes(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
     assert orders is not None and orders.stable == "v1"
     assert meshctl_stack.project.container_ids("orders-v6") == []
     assert meshctl_stack.project.container_ids("orders-v7") == []
+
+
+def test_lesson_limits(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:
+    report = lesson(meshctl_stack, tmp_path / "limits", "lesson-limits", "36s")
+    wrong, right = (report["halves"][r]["summary"] for r in ("wrong", "right"))
+    # Without a limit the leak ran to the drill's ceiling; with one the kernel killed the
+    # container at its mem_limit, and the engine restarted it (State.OOMKilled).
+    assert wrong["memory_limit"] == "none" and wrong["oom_kills"] == 0
+    assert wrong["peak_rss_mb"] >= 3 * right["limit_mb"]
+    assert right["memory_limit"] == "128Mi" and right["last_reason"] == "OOMKilled"
+    # RSS counts shared library pages the kernel charged to another cgroup: the margin.
+    assert right["oom_kills"] >= 1
+    assert right["peak_rss_mb"] <= right["limit_mb"] + right["margin_mb"]
+    assert wrong["orders_lost"] == 0 and right["orders_lost"] == 0
+    # The lesson's containers are gone: orders is back on v1 alone.
+    assert meshctl_stack.project.container_ids("orders-v4") == []
+    assert meshctl_stack.project.container_ids("orders-v5") == []
 
 
 def test_lesson_fat_image(meshctl_stack: MeshctlStack, tmp_path: Path) -> None:

@@ -132,6 +132,13 @@ def test_status_has_the_design_shape(healthy: MeshctlStack) -> None:
         assert (replica.version, replica.state, replica.passing) == ("v1", "ready", True)
         ip = next(iter(names[replica.id]["NetworkSettings"]["Networks"].values()))["IPAddress"]
         assert replica.address == f"{ip}:8080"
+        # Use against limits: the RSS of the container's process as this machine reads it,
+        # the limits as the engine applies them (HostConfig), no OOM kill yet.
+        host = names[replica.id]["HostConfig"]
+        assert replica.rss_bytes is not None and 20 * 2**20 < replica.rss_bytes < host["Memory"]
+        assert replica.memory_limit_bytes == host["Memory"]
+        assert replica.cpu_limit_millicores == host["NanoCpus"] // 1_000_000
+        assert (replica.oom_kills, replica.last_reason) == (0, None)
 
     lag = runtime.consumer_lag("inventory")
     assert lag is not None and lag >= 0
