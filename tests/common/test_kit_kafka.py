@@ -3,6 +3,7 @@ envelope and trace headers, idempotency, the DLQ, commits after effects, the out
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,9 +16,16 @@ import redis.asyncio as aioredis
 from kit_support import Sample, consul_sync, create_topics, eventually, publish, read_topic, unique
 
 from infra.embedded.parts import tansu_binary
+from infra.embedded.persistence import TANSU_STORAGE_ENV
+from infra.embedded.probes import kafka_answers
 from infra.process import ManagedProcess, free_port
+from services.common.kafka.consumer import ConsumerRunner, HandlerContext
 from services.common.kafka.envelope import Envelope, make_event
-from services.common.kafka.outbox import outbox_key
+from services.common.kafka.outbox import Outbox, outbox_key
+from services.common.kafka.producer import EventProducer
+from services.common.metrics import Metrics
+from services.common.redis import create_redis
+from services.common.settings import ServiceSettings
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -235,3 +243,101 @@ async def _zero(redis: aioredis.Redis, key: str) -> bool:
 
 def _tansu() -> str:
     return tansu_binary(os.environ)[0]
+
+
+class _Broker:
+    """A tansu of the test's own with memory storage, restartable on the same port: a restart
+    loses every topic's log and the committed offsets, as a broker without persistence does."""
+
+    def __init__(self, home: Path) -> None:
+        self.bootstrap = f"127.0.0.1:{free_port()}"
+        self.home = home
+        self.proc: ManagedProcess | None = None
+        self.starts = 0
+
+    async def start(self) -> None:
+        url = f"tcp://{self.bootstrap}"
+        self.starts += 1
+        self.proc = ManagedProcess(
+            f"tansu-{self.starts}",
+            [_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            log_path=self.home / f"tansu-{self.starts}.log",
+            env={TANSU_STORAGE_ENV: "memory://tansu/"},
+        )
+        self.proc.start()
+        await eventually(
+            lambda: asyncio.to_thread(kafka_answers, self.bootstrap),
+            timeout=20,
+            what="tansu answers",
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(timeout=5)
+
+
+async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A broker without persistent storage restarts with empty logs and no groups. tansu
+    answers a fetch beyond the new log's end with no records and no error, so a consumer
+    that kept its old position would skip everything until the new log reached it; the
+    runner must instead read the new log from its start (today the group rejoin does that:
+    no committed offset, so ``earliest``)."""
+    broker = _Broker(tmp_path)
+    topic = unique("kit").replace("-", ".")
+    name = unique("reset")
+    handled: list[str] = []
+
+    async def on_event(event: Envelope, ctx: HandlerContext) -> None:
+        handled.append(str(event.id))
+
+    settings = ServiceSettings(  # type: ignore[call-arg]
+        SERVICE_NAME=name,
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+        REDIS_URL=redis_url,
+        CONSUL_HTTP_ADDR="",
+        KAFKA_SESSION_TIMEOUT_MS=3000,
+        KAFKA_HEARTBEAT_INTERVAL_MS=300,
+        KAFKA_REQUEST_TIMEOUT_MS=2000,
+    )
+    metrics = Metrics(name, "v1")
+    redis = create_redis(redis_url)
+    producer = EventProducer(settings, metrics)
+    runner = ConsumerRunner(
+        settings,
+        {topic: on_event},
+        redis=redis,
+        producer=producer,
+        outbox=Outbox(name),
+        metrics=metrics,
+    )
+    try:
+        await broker.start()
+        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
+        runner.start()
+        before = [make_event("item.created", f"o-{n}", {}) for n in range(40)]
+        await publish(broker.bootstrap, topic, [e.to_json().encode() for e in before])
+        await eventually(
+            lambda: _handled(handled, before), timeout=30, what="the first events handled"
+        )
+
+        broker.stop()
+        await broker.start()
+        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
+        after = [make_event("item.created", f"p-{n}", {}) for n in range(3)]
+        await publish(broker.bootstrap, topic, [e.to_json().encode() for e in after])
+        await eventually(
+            lambda: _handled(handled, after),
+            timeout=45,
+            what="the events produced after the broker restart handled",
+        )
+    finally:
+        await runner.stop()
+        await producer.stop()
+        await redis.aclose()
+        broker.stop()
+
+
+async def _handled(handled: list[str], events: list[Envelope]) -> bool:
+    return {str(e.id) for e in events} <= set(handled)
