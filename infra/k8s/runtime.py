@@ -56,6 +56,7 @@ from infra.runtime.models import (
     ScaleDecision,
     ServiceStatus,
 )
+from infra.runtime.versions import parse_cpu, parse_memory
 
 DEFAULT_PORT = 8080
 # The infrastructure parts and their StatefulSets (k8s/base/infra).
@@ -589,7 +590,34 @@ def _replica(pod: Any) -> ReplicaInfo:
         restarts=sum(s.restart_count or 0 for s in statuses),
         started_at=started,
         passing=ready,
+        **_app_usage(pod),
     )
+
+
+def _app_usage(pod: Any) -> dict[str, Any]:
+    """Why the app container last ended (the kubelet's ``lastState.terminated.reason``:
+    OOMKilled, Error, Completed) and its limits, from the pod spec. Kubernetes keeps only the
+    last termination, so ``oom_kills`` is 1 when that one was an OOM kill. Memory in use needs
+    the metrics API (metrics-server), which the adapter does not read: unknown."""
+    if not pod.spec.containers:
+        return {}
+    name = _app_container(pod)
+    app = next(c for c in pod.spec.containers if c.name == name)
+    found: dict[str, Any] = {}
+    limits = (app.resources.limits if app.resources else None) or {}
+    try:
+        if limits.get("memory"):
+            found["memory_limit_bytes"] = parse_memory(str(limits["memory"]))
+        if limits.get("cpu"):
+            found["cpu_limit_millicores"] = parse_cpu(str(limits["cpu"]))
+    except ValueError:
+        pass  # a quantity written in a unit no version file uses: shown as unknown
+    for status in pod.status.container_statuses or []:
+        last = status.last_state.terminated if status.last_state else None
+        if status.name == name and last is not None and last.reason:
+            found["last_reason"] = str(last.reason)
+            found["oom_kills"] = 1 if last.reason == "OOMKilled" else 0
+    return found
 
 
 def _decision(service: str, hpa: Any) -> ScaleDecision:

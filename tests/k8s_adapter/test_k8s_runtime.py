@@ -9,7 +9,7 @@ from kubernetes import client
 
 from infra.k8s.cluster import KILL_CONTAINER
 from infra.k8s.objects import versioned_deployment
-from infra.k8s.runtime import K8sRuntime
+from infra.k8s.runtime import K8sRuntime, _replica
 from infra.runtime.base import RuntimeFailure
 from infra.runtime.models import RolloutSpec
 
@@ -304,3 +304,45 @@ def test_an_unreachable_api_server_is_one_line() -> None:
     assert runtime.running() is False
     with pytest.raises(RuntimeFailure, match="did not answer"):
         runtime.status()
+
+
+def test_a_replica_says_it_was_oom_killed_and_shows_its_limits() -> None:
+    """What the kubelet reports of an app container killed above its memory limit
+    (``lastState.terminated.reason: OOMKilled``) and the limits of its pod spec."""
+    app = client.V1Container(
+        name="orders",
+        resources=client.V1ResourceRequirements(limits={"memory": "128Mi", "cpu": "500m"}),
+        ports=[client.V1ContainerPort(name="http", container_port=8080)],
+    )
+    killed = client.V1ContainerStatus(
+        name="orders",
+        image="mesh-demo/orders:0.1.0",
+        image_id="",
+        ready=True,
+        restart_count=2,
+        started=True,
+        last_state=client.V1ContainerState(
+            terminated=client.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled")
+        ),
+    )
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(
+            name="orders-v5-abc", labels={"app.kubernetes.io/name": "orders"}
+        ),
+        spec=client.V1PodSpec(containers=[app]),
+        status=client.V1PodStatus(
+            phase="Running",
+            pod_ip="10.0.0.7",
+            conditions=[client.V1PodCondition(type="Ready", status="True")],
+            container_statuses=[killed],
+        ),
+    )
+    replica = _replica(pod)
+    assert (replica.restarts, replica.last_reason, replica.oom_kills) == (2, "OOMKilled", 1)
+    assert replica.memory_limit_bytes == 128 * 2**20 and replica.cpu_limit_millicores == 500
+    assert replica.rss_bytes is None  # the metrics API is not read
+
+    killed.last_state = None
+    app.resources = None
+    plain = _replica(pod)
+    assert (plain.last_reason, plain.oom_kills, plain.memory_limit_bytes) == (None, 0, None)
