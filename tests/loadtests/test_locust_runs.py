@@ -125,7 +125,12 @@ def test_closed_loop_shoppers_with_samples_and_accepted_orders(
     assert all(b["t"] - a["t"] == 1.0 for a, b in itertools.pairwise(samples))
     full = samples[1:-1]
     assert all(s["requests"] > 0 and s["p50_ms"] is not None for s in full), full
-    assert all(s["users"] == 4 for s in full)
+    # Users spawn at 4 a second from a second of their own, not the samples': on a busy
+    # machine the ramp reaches into the second line. It only climbs, and once all four run
+    # they stay until the run stops.
+    users = [s["users"] for s in full]
+    assert users == sorted(users) and users[-1] == 4 and users.count(4) >= 2, users
+    assert max(s["users"] for s in samples) == 4
     assert all(s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"] for s in full)
     assert set(totals(samples)) == NAMES
     assert sum(s["failures"] for s in samples) == 0
