@@ -20,8 +20,6 @@ from pathlib import Path
 
 import psutil
 
-from infra.local.limits import tree_rss
-
 
 def container_rss(container_id: str, pid: int) -> int | None:
     """RSS of the container's main process (the entry points exec the app, which forks
@@ -35,7 +33,7 @@ def container_rss(container_id: str, pid: int) -> int | None:
     if container_id not in cgroups:
         return None  # another machine's pid (the engine runs in a VM or elsewhere)
     try:
-        return tree_rss([psutil.Process(pid)])
+        return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:
         return None  # it ended since the engine answered
 

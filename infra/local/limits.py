@@ -230,7 +230,7 @@ class ResourceGuard:
             watched = self._watch(replica, pid, now)
             if watched is None:
                 continue
-            rss = tree_rss(watched.members)
+            rss = _rss(watched.members)
             if rss is None:
                 continue
             replica.rss_bytes = rss
@@ -285,7 +285,7 @@ class ResourceGuard:
         self._watched.pop(id(replica), None)
 
 
-def tree_rss(members: list[psutil.Process]) -> int | None:
+def _rss(members: list[psutil.Process]) -> int | None:
     total, seen = 0, False
     for member in members:
         try:
