@@ -46,9 +46,13 @@ class ComposeFleet:
     def containers_of(self, service: str) -> list[Container]:
         return [c for c in self.project.containers() if c.service == service]
 
-    def version_containers(self, service: str, version: str) -> list[Container]:
+    def version_containers(
+        self, service: str, version: str, containers: list[Container] | None = None
+    ) -> list[Container]:
         """The replicas of one version that exist (running, restarting or just created)."""
-        return [c for c in self.containers_of(service) if c.version == version and c.alive]
+        if containers is None:
+            containers = self.project.containers()
+        return [c for c in containers if c.service == service and c.version == version and c.alive]
 
     def inspect(self, container_id: str) -> Container:
         done = run(["docker", "inspect", container_id], what="docker inspect")
@@ -97,9 +101,12 @@ class ComposeFleet:
             for sid, s in services.items()
         }
 
-    def passing_addresses(self, service: str, version: str) -> set[str]:
+    def passing_addresses(
+        self, service: str, version: str, containers: list[Container] | None = None
+    ) -> set[str]:
         try:
-            nodes = get_json(f"{self.consul_address()}/v1/health/service/{service}?passing")
+            consul = self.consul_address(containers)
+            nodes = get_json(f"{consul}/v1/health/service/{service}?passing")
         except (OSError, ValueError, RuntimeFailure):
             return set()
         return {
@@ -134,12 +141,13 @@ class ComposeFleet:
     def api_key(self) -> str:
         return self.project.secrets().get("GATEWAY_API_KEYS", "").split(",")[0].strip()
 
-    def gateway_routes(self, service: str) -> set[str]:
+    def gateway_routes(self, service: str, containers: list[Container] | None = None) -> set[str]:
         """Addresses the gateway routes ``service`` to now (it learns them from Consul)."""
         token = self.project.secrets().get("GATEWAY_ADMIN_TOKEN", "")
         try:
             pools = get_json(
-                f"{self.gateway_url()}/admin/instances", {"Authorization": f"Bearer {token}"}
+                f"{self.gateway_url(containers)}/admin/instances",
+                {"Authorization": f"Bearer {token}"},
             )
         except (OSError, ValueError, RuntimeFailure):
             return set()

@@ -100,12 +100,16 @@ class ComposeTarget:
         first_restarts: dict[str, int] = {}
         ready = 0
         while True:
-            containers = await in_thread(self.fleet.version_containers, service, version)
-            passing = await in_thread(self.fleet.passing_addresses, service, version)
+            # One docker ps + inspect per poll, shared by the three questions: each docker CLI
+            # call costs the engine and the client tens of ms of CPU, and on a 2-core box a
+            # poll that asked three times took a third of a core from the fleet being served.
+            everything = await in_thread(self.fleet.project.containers)
+            containers = self.fleet.version_containers(service, version, everything)
+            passing = await in_thread(self.fleet.passing_addresses, service, version, everything)
             up = [c for c in containers if c.status == "running" and c.address in passing]
             ready = len(up)
             if ready >= count:
-                routed = await in_thread(self.fleet.gateway_routes, service)
+                routed = await in_thread(self.fleet.gateway_routes, service, everything)
                 if sum(1 for c in up if c.address in routed) >= count:
                     return
             for c in containers:

@@ -26,9 +26,11 @@ READY_TIMEOUT = 45.0
 # would judge that scheduling noise. The limit is never below the baseline + this.
 # A container costs more to start than a process (the engine, the shim, the image's Python
 # importing the service, its healthcheck execs): on a 2-core box, compose rollouts measured
-# +122 ms (rolling) and +198 ms (blue-green starts the whole green fleet at once) of p99, with
-# no request failed. Failures and lost orders stay judged at zero on every runtime.
-JITTER_ALLOWANCE_MS = {"local": 50.0, "compose": 250.0, "k8s": 50.0}
+# +122 ms (rolling) and +198 ms (blue-green starts the whole green fleet at once) of p99 on a
+# quiet machine, and a CI machine measured +288 ms for blue-green, with no request failed and
+# the worst seconds those of the green containers' imports. Failures and lost orders stay
+# judged at zero on every runtime.
+JITTER_ALLOWANCE_MS = {"local": 50.0, "compose": 400.0, "k8s": 50.0}
 
 
 def _ms(value: float | None) -> str:
@@ -308,11 +310,11 @@ class Autoscale(Drill):
     description = (
         "Starts from one replica with the autoscaler on, then multiplies the arrival rate; the "
         "autoscaler must add replicas within 30 s and the p99 must be back under its threshold "
-        "once they serve. The service gets 500 ms of latency (a slow dependency) for the drill: "
-        "on a laptop its CPU is never the limit at these rates, while requests in flight grow "
-        "with the arrival rate as in any I/O-bound service (Little's law), and that is what the "
-        "autoscaler scales on. The spike is 10 -> 60 arrivals/s, 10 -> 25 on compose, whose "
-        "containers get half a core each."
+        "once they serve. The service gets 500 ms of latency (a slow dependency) for the drill, "
+        "700 ms on compose: on a laptop its CPU is never the limit at these rates, while "
+        "requests in flight grow with the arrival rate as in any I/O-bound service (Little's "
+        "law), and that is what the autoscaler scales on. The spike is 10 -> 60 arrivals/s, "
+        "10 -> 25 on compose, whose containers get half a core each."
     )
     rate = 10.0
     spike_rate: ClassVar[float] = 60.0
@@ -325,8 +327,15 @@ class Autoscale(Drill):
     # the scale-out took 34 s.
     spike_rates: ClassVar[dict[str, float]] = {"compose": 25.0}
     slow_dependency_ms: ClassVar[float] = 500.0
+    # At 25/s and 500 ms, orders' in flight measured 7.7-9.3 against the target of 8: the
+    # scale-out hung on the HPA's 10% tolerance, and a slower CI machine never scaled (in flight
+    # is what the load generator manages to send times the latency). Latency costs no CPU, so
+    # on compose it is raised until the spike asks for 2 replicas with a margin (~11-13 in
+    # flight); at 800 ms a loaded machine went on to 4, whose start-up blew the p99.
+    slow_dependency_by_runtime: ClassVar[dict[str, float]] = {"compose": 700.0}
     scale_out_limit: ClassVar[float] = 30.0
-    max_p99_ms: ClassVar[float] = 1500.0
+    # The p99 once the new replicas serve: at most this much above the slow dependency.
+    p99_above_dependency_ms: ClassVar[float] = 1000.0
 
     def plan(self) -> LoadPlan:
         at = self.op_at()
@@ -337,6 +346,12 @@ class Autoscale(Drill):
     def spike(self) -> float:
         return self.spike_rates.get(self.options.runtime, self.spike_rate)
 
+    def slow_dependency(self) -> float:
+        return self.slow_dependency_by_runtime.get(self.options.runtime, self.slow_dependency_ms)
+
+    def max_p99_ms(self) -> float:
+        return self.slow_dependency() + self.p99_above_dependency_ms
+
     def op_at(self) -> float:
         return 10.0
 
@@ -344,7 +359,7 @@ class Autoscale(Drill):
         service = self.options.service
         ctx.facts["replicas_before"] = ensure_replicas(ctx, service, 1)
         ctx.facts["faults_before"] = ctx.runtime.faults(service)
-        ctx.runtime.set_faults(service, FaultSettings(latency_ms=self.slow_dependency_ms))
+        ctx.runtime.set_faults(service, FaultSettings(latency_ms=self.slow_dependency()))
         # Put back what was there: off on local, on (the HPAs) on k8s.
         ctx.facts["autoscale_before"] = ctx.runtime.autoscale().enabled
         ctx.runtime.autoscale(True)
@@ -376,8 +391,8 @@ class Autoscale(Drill):
     def params(self) -> dict[str, Any]:
         return {
             **super().params(),
-            "max_p99_ms": self.max_p99_ms,
-            "slow_dependency_ms": self.slow_dependency_ms,
+            "max_p99_ms": self.max_p99_ms(),
+            "slow_dependency_ms": self.slow_dependency(),
         }
 
     def judge(self, ctx: DrillContext, rows: list[dict[str, Any]], audit: OrderAudit) -> list[SLO]:
@@ -398,12 +413,12 @@ class Autoscale(Drill):
         slos.append(
             SLO(
                 "p99 back under its threshold after the scale-out",
-                f"<= {self.max_p99_ms:.0f}ms",
+                f"<= {self.max_p99_ms():.0f}ms",
                 _ms(p99) + (f" over {after.requests} requests" if after else ""),
                 p99 is not None
                 and after is not None
                 and after.requests > 0
-                and p99 <= self.max_p99_ms,
+                and p99 <= self.max_p99_ms(),
             )
         )
         slos.append(no_lost_orders(audit))
