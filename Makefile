@@ -130,7 +130,8 @@ bench-gateway: install bench-tools ## wrk on loopback: upstream direct vs nginx 
 	$(BIN)/python -m loadtests.bench_gateway
 
 bench-saga: install ## Orders/s end to end and POST-to-terminal latency, one replica each
-	$(BIN)/python -m loadtests.bench_saga
+	@mkdir -p reports/bench
+	$(BIN)/python -m loadtests.bench_saga --json reports/bench/saga.json
 
 bench-console: install browser ## The console's CPU and memory (idle, a browser attached, under load), first paint, what it costs the saga
 	@mkdir -p reports/bench
