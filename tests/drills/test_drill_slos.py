@@ -11,7 +11,14 @@ import pytest
 
 from infra.runtime.models import GatewayInfo
 from loadtests.drills.audit import OrderAudit
-from loadtests.drills.catalog import Autoscale, BrokerRestart, CanaryBad, KillReplica, Rolling
+from loadtests.drills.catalog import (
+    Autoscale,
+    BrokerRestart,
+    Canary,
+    CanaryBad,
+    KillReplica,
+    Rolling,
+)
 from loadtests.drills.engine import DrillContext, DrillOptions
 from loadtests.drills.timeline import percentile, window
 
@@ -181,3 +188,24 @@ def test_autoscale_spike_is_sized_to_the_runtime() -> None:
     assert (local.rate, local.spike_rate) == (10, 60)
     assert (compose.rate, compose.spike_rate) == (10, 25)
     assert "25" in compose.describe() and "60" in local.describe()
+
+
+@pytest.mark.parametrize(
+    ("verdicts_by_step", "kept"),
+    [
+        ([(25, "pass"), (50, "pass"), (100, "pass")], True),
+        # CI saw this: too little canary traffic at 25%, measured again, then a pass.
+        ([(25, "inconclusive"), (25, "pass"), (50, "pass"), (100, "pass")], True),
+        ([(25, "fail"), (25, "pass"), (50, "pass"), (100, "pass")], False),
+        ([(25, "pass"), (50, "inconclusive"), (100, "pass")], False),
+        ([(25, "pass"), (50, "pass")], False),
+        ([], False),
+    ],
+)
+def test_canary_judges_each_step_and_never_a_failed_analysis(
+    verdicts_by_step: list[tuple[int, str]], kept: bool
+) -> None:
+    analyses = [{"weight": w, "verdict": v} for w, v in verdicts_by_step]
+    ctx = context(rollout_phase="completed", rollout={"analyses": analyses})
+    judged = verdicts(Canary(DrillOptions(duration=40)).judge(ctx, rows(40), fine()))
+    assert judged["every step's analysis passed, none failed"] is kept

@@ -39,8 +39,8 @@ def test_bluegreen(platform: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_canary(platform: dict[str, str], tmp_path: Path) -> None:
-    report = run_drill(platform, tmp_path, "canary", "40s")
-    assert "pass" in slo(report, "every analysis passed")["measured"]
+    report = run_drill(platform, tmp_path, "canary", "45s")
+    assert "pass" in slo(report, "every step's analysis passed, none failed")["measured"]
 
 
 def test_canary_bad(platform: dict[str, str], tmp_path: Path) -> None:
