@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kit_support import Sample, consul_sync, create_topics, eventually, publish, read_topic, unique
 
 from infra.embedded.parts import tansu_binary
@@ -341,3 +342,70 @@ async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log
 
 async def _handled(handled: list[str], events: list[Envelope]) -> bool:
     return {str(e.id) for e in events} <= set(handled)
+
+
+async def test_a_stale_commit_past_the_new_logs_end_is_reset_as_kafka_would(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """CI saw a compose broker-restart lose 6 orders this way: a batch handled while tansu
+    was down committed its offsets once it was back, with no generation (the member had just
+    been told to rejoin). tansu takes a commit past the end of its new, empty log (checked
+    here first), and the group then reads from there: nothing the new log holds is read until
+    it grows past that offset. The runner must reset as Kafka's OFFSET_OUT_OF_RANGE would."""
+    broker = _Broker(tmp_path)
+    topic = unique("kit").replace("-", ".")
+    name = unique("stale")
+    handled: list[str] = []
+
+    async def on_event(event: Envelope, ctx: HandlerContext) -> None:
+        handled.append(str(event.id))
+
+    settings = ServiceSettings(  # type: ignore[call-arg]
+        SERVICE_NAME=name,
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+        REDIS_URL=redis_url,
+        CONSUL_HTTP_ADDR="",
+        KAFKA_SESSION_TIMEOUT_MS=3000,
+        KAFKA_HEARTBEAT_INTERVAL_MS=300,
+        KAFKA_REQUEST_TIMEOUT_MS=2000,
+    )
+    metrics = Metrics(name, "v1")
+    redis = create_redis(redis_url)
+    producer = EventProducer(settings, metrics)
+    runner = ConsumerRunner(
+        settings,
+        {topic: on_event},
+        redis=redis,
+        producer=producer,
+        outbox=Outbox(name),
+        metrics=metrics,
+    )
+    partition = TopicPartition(topic, 0)
+    try:
+        await broker.start()
+        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
+        # The commit the race makes: no generation, past the end of the (new) log.
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=name, enable_auto_commit=False
+        )
+        await committer.start()
+        try:
+            committer.assign([partition])
+            await committer.commit({partition: 40})
+            assert await committer.committed(partition) == 40, "tansu refused the commit"
+        finally:
+            await committer.stop()
+        events = [make_event("item.created", f"q-{n}", {}) for n in range(3)]
+        await publish(broker.bootstrap, topic, [e.to_json().encode() for e in events])
+
+        runner.start()
+        await eventually(
+            lambda: _handled(handled, events),
+            timeout=30,
+            what="the events of a log shorter than the committed offset handled",
+        )
+    finally:
+        await runner.stop()
+        await producer.stop()
+        await redis.aclose()
+        broker.stop()

@@ -567,9 +567,40 @@ class ConsumerRunner:
                 position = await asyncio.wait_for(consumer.position(tp), 0.5)
             except (TimeoutError, KafkaError):
                 continue
+            if position > highwater:
+                await self._reset_beyond_log_end(consumer, tp, position)
+                continue
             self._metrics.kafka_lag.labels(
                 **self._metrics.base, topic=tp.topic, partition=str(tp.partition)
             ).set(max(highwater - position, 0))
+
+    async def _reset_beyond_log_end(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int
+    ) -> None:
+        """A position past the log's end means the broker lost its log (tansu with memory
+        storage, restarted). Kafka answers a fetch there with OFFSET_OUT_OF_RANGE and the
+        consumer resets by ``auto_offset_reset``; tansu answers with no records and no error,
+        and takes a commit of such an offset (a batch committed during its restart does it),
+        so the consumer would wait there while the new log's events went unread. Reset as
+        Kafka would; the processed markers make reading events again harmless."""
+        try:
+            end = (await asyncio.wait_for(consumer.end_offsets([tp]), 2.0))[tp]
+        except (TimeoutError, KafkaError):
+            return
+        if position <= end:
+            return  # the high watermark was only behind
+        log.warning(
+            "position %d of %s is past the log's end (%d): the broker lost its log; "
+            "reading from the %s",
+            position,
+            tp,
+            end,
+            "start" if self._settings.KAFKA_AUTO_OFFSET_RESET == "earliest" else "end",
+        )
+        if self._settings.KAFKA_AUTO_OFFSET_RESET == "earliest":
+            await consumer.seek_to_beginning(tp)
+        else:
+            await consumer.seek_to_end(tp)
 
     def forget_lag(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:
