@@ -277,6 +277,33 @@ class _Broker:
             self.proc.stop(timeout=5)
 
 
+def _runner(
+    broker: _Broker, redis_url: str, name: str, topic: str, handler: Any
+) -> tuple[ConsumerRunner, EventProducer, aioredis.Redis]:
+    """A consumer runner of ``topic`` on the test's broker, with short group timeouts."""
+    settings = ServiceSettings(  # type: ignore[call-arg]
+        SERVICE_NAME=name,
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+        REDIS_URL=redis_url,
+        CONSUL_HTTP_ADDR="",
+        KAFKA_SESSION_TIMEOUT_MS=3000,
+        KAFKA_HEARTBEAT_INTERVAL_MS=300,
+        KAFKA_REQUEST_TIMEOUT_MS=2000,
+    )
+    metrics = Metrics(name, "v1")
+    redis = create_redis(redis_url)
+    producer = EventProducer(settings, metrics)
+    runner = ConsumerRunner(
+        settings,
+        {topic: handler},
+        redis=redis,
+        producer=producer,
+        outbox=Outbox(name),
+        metrics=metrics,
+    )
+    return runner, producer, redis
+
+
 async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -293,26 +320,7 @@ async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log
     async def on_event(event: Envelope, ctx: HandlerContext) -> None:
         handled.append(str(event.id))
 
-    settings = ServiceSettings(  # type: ignore[call-arg]
-        SERVICE_NAME=name,
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-        REDIS_URL=redis_url,
-        CONSUL_HTTP_ADDR="",
-        KAFKA_SESSION_TIMEOUT_MS=3000,
-        KAFKA_HEARTBEAT_INTERVAL_MS=300,
-        KAFKA_REQUEST_TIMEOUT_MS=2000,
-    )
-    metrics = Metrics(name, "v1")
-    redis = create_redis(redis_url)
-    producer = EventProducer(settings, metrics)
-    runner = ConsumerRunner(
-        settings,
-        {topic: on_event},
-        redis=redis,
-        producer=producer,
-        outbox=Outbox(name),
-        metrics=metrics,
-    )
+    runner, producer, redis = _runner(broker, redis_url, name, topic, on_event)
     try:
         await broker.start()
         await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
@@ -360,26 +368,7 @@ async def test_a_stale_commit_past_the_new_logs_end_is_reset_as_kafka_would(
     async def on_event(event: Envelope, ctx: HandlerContext) -> None:
         handled.append(str(event.id))
 
-    settings = ServiceSettings(  # type: ignore[call-arg]
-        SERVICE_NAME=name,
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-        REDIS_URL=redis_url,
-        CONSUL_HTTP_ADDR="",
-        KAFKA_SESSION_TIMEOUT_MS=3000,
-        KAFKA_HEARTBEAT_INTERVAL_MS=300,
-        KAFKA_REQUEST_TIMEOUT_MS=2000,
-    )
-    metrics = Metrics(name, "v1")
-    redis = create_redis(redis_url)
-    producer = EventProducer(settings, metrics)
-    runner = ConsumerRunner(
-        settings,
-        {topic: on_event},
-        redis=redis,
-        producer=producer,
-        outbox=Outbox(name),
-        metrics=metrics,
-    )
+    runner, producer, redis = _runner(broker, redis_url, name, topic, on_event)
     partition = TopicPartition(topic, 0)
     try:
         await broker.start()
