@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -277,10 +279,27 @@ class _Broker:
             self.proc.stop(timeout=5)
 
 
-def _runner(
-    broker: _Broker, redis_url: str, name: str, topic: str, handler: Any
-) -> tuple[ConsumerRunner, EventProducer, aioredis.Redis]:
-    """A consumer runner of ``topic`` on the test's broker, with short group timeouts."""
+@dataclass
+class _Restartable:
+    broker: _Broker
+    topic: str
+    name: str
+    runner: ConsumerRunner
+    handled: list[str] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def _restartable(tmp_path: Path, redis_url: str, prefix: str) -> AsyncIterator[_Restartable]:
+    """The test's own broker, started, with a one-partition topic, and a consumer runner of
+    it (not started) with short group timeouts that records the ids of the events it handles."""
+    broker = _Broker(tmp_path)
+    topic = unique("kit").replace("-", ".")
+    name = unique(prefix)
+    handled: list[str] = []
+
+    async def on_event(event: Envelope, ctx: HandlerContext) -> None:
+        handled.append(str(event.id))
+
     settings = ServiceSettings(  # type: ignore[call-arg]
         SERVICE_NAME=name,
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
@@ -295,13 +314,21 @@ def _runner(
     producer = EventProducer(settings, metrics)
     runner = ConsumerRunner(
         settings,
-        {topic: handler},
+        {topic: on_event},
         redis=redis,
         producer=producer,
         outbox=Outbox(name),
         metrics=metrics,
     )
-    return runner, producer, redis
+    try:
+        await broker.start()
+        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
+        yield _Restartable(broker, topic, name, runner, handled)
+    finally:
+        await runner.stop()
+        await producer.stop()
+        await redis.aclose()
+        broker.stop()
 
 
 async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log(
@@ -312,23 +339,13 @@ async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log
     that kept its old position would skip everything until the new log reached it; the
     runner must instead read the new log from its start (today the group rejoin does that:
     no committed offset, so ``earliest``)."""
-    broker = _Broker(tmp_path)
-    topic = unique("kit").replace("-", ".")
-    name = unique("reset")
-    handled: list[str] = []
-
-    async def on_event(event: Envelope, ctx: HandlerContext) -> None:
-        handled.append(str(event.id))
-
-    runner, producer, redis = _runner(broker, redis_url, name, topic, on_event)
-    try:
-        await broker.start()
-        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
-        runner.start()
+    async with _restartable(tmp_path, redis_url, "reset") as setup:
+        broker, topic = setup.broker, setup.topic
+        setup.runner.start()
         before = [make_event("item.created", f"o-{n}", {}) for n in range(40)]
         await publish(broker.bootstrap, topic, [e.to_json().encode() for e in before])
         await eventually(
-            lambda: _handled(handled, before), timeout=30, what="the first events handled"
+            lambda: _handled(setup.handled, before), timeout=30, what="the first events handled"
         )
 
         broker.stop()
@@ -337,15 +354,10 @@ async def test_consumer_reads_again_from_the_start_after_the_broker_lost_its_log
         after = [make_event("item.created", f"p-{n}", {}) for n in range(3)]
         await publish(broker.bootstrap, topic, [e.to_json().encode() for e in after])
         await eventually(
-            lambda: _handled(handled, after),
+            lambda: _handled(setup.handled, after),
             timeout=45,
             what="the events produced after the broker restart handled",
         )
-    finally:
-        await runner.stop()
-        await producer.stop()
-        await redis.aclose()
-        broker.stop()
 
 
 async def _handled(handled: list[str], events: list[Envelope]) -> bool:
@@ -360,22 +372,12 @@ async def test_a_stale_commit_past_the_new_logs_end_is_reset_as_kafka_would(
     been told to rejoin). tansu takes a commit past the end of its new, empty log (checked
     here first), and the group then reads from there: nothing the new log holds is read until
     it grows past that offset. The runner must reset as Kafka's OFFSET_OUT_OF_RANGE would."""
-    broker = _Broker(tmp_path)
-    topic = unique("kit").replace("-", ".")
-    name = unique("stale")
-    handled: list[str] = []
-
-    async def on_event(event: Envelope, ctx: HandlerContext) -> None:
-        handled.append(str(event.id))
-
-    runner, producer, redis = _runner(broker, redis_url, name, topic, on_event)
-    partition = TopicPartition(topic, 0)
-    try:
-        await broker.start()
-        await create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions=1)
+    async with _restartable(tmp_path, redis_url, "stale") as setup:
+        broker = setup.broker
+        partition = TopicPartition(setup.topic, 0)
         # The commit the race makes: no generation, past the end of the (new) log.
         committer = AIOKafkaConsumer(
-            bootstrap_servers=broker.bootstrap, group_id=name, enable_auto_commit=False
+            bootstrap_servers=broker.bootstrap, group_id=setup.name, enable_auto_commit=False
         )
         await committer.start()
         try:
@@ -385,16 +387,11 @@ async def test_a_stale_commit_past_the_new_logs_end_is_reset_as_kafka_would(
         finally:
             await committer.stop()
         events = [make_event("item.created", f"q-{n}", {}) for n in range(3)]
-        await publish(broker.bootstrap, topic, [e.to_json().encode() for e in events])
+        await publish(broker.bootstrap, setup.topic, [e.to_json().encode() for e in events])
 
-        runner.start()
+        setup.runner.start()
         await eventually(
-            lambda: _handled(handled, events),
+            lambda: _handled(setup.handled, events),
             timeout=30,
             what="the events of a log shorter than the committed offset handled",
         )
-    finally:
-        await runner.stop()
-        await producer.stop()
-        await redis.aclose()
-        broker.stop()
